@@ -1,0 +1,30 @@
+# ovseg-d2: one entry point for setting up, testing and running the main job.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.ovseg-installed
+OUTPUT ?= output/demo
+
+.PHONY: setup test demo toy-world clean-venv
+
+# Create the virtual environment once; re-run the installer only when its inputs change.
+setup: $(STAMP)
+
+$(STAMP): setup.py requirements/base.txt requirements/test.txt tools/install_env.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	bash tools/install_env.sh $(PY)
+	@touch $(STAMP)
+
+# The whole test suite on CPU (tiny models, generated data).
+test: setup
+	$(PY) -m pytest -q tests
+
+# The main job: toy world -> tiny CLIP -> CAT-Seg on seen classes -> evaluation (seen/unseen/hIoU) -> overlays.
+demo: setup
+	$(PY) tools/run_demo.py --output $(OUTPUT)
+
+toy-world: setup
+	$(PY) tools/make_toy_world.py --output $(OUTPUT)/toy_world
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,42 @@
+# The minimal open-vocabulary baseline (ovseg_d2.modeling.DenseCLIPBaseline): frozen CLIP dense
+# patch-text cosine similarity + a small trainable conv head, on the toy world's seen classes.
+#   python tools/train_net.py --config-file configs/toy/dense_baseline.py model.clip_weights=PATH
+# `model.head="none"` gives the training-free (MaskCLIP-style) baseline: evaluate it with --eval-only.
+from detectron2.config import LazyCall as L
+
+from ovseg_d2.data.metadata import prompt_classes
+from ovseg_d2.modeling import DenseCLIPBaseline
+
+from ..common.data import dataloader
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import cosine as lr_multiplier
+from ..common.train import train
+
+model = L(DenseCLIPBaseline)(
+    clip_model="configs/toy/tiny_clip.json",
+    clip_weights=None,
+    train_class_names=L(prompt_classes)(dataset_name="${dataloader.train.dataset_names}"),
+    templates="simple",
+    clip_resolution=(96, 96),
+    head="conv",
+)
+
+dataloader.train.dataset_names = "toy_seen_train"
+dataloader.train.total_batch_size = 8
+dataloader.train.num_workers = 0
+dataloader.train.mapper.augmentations.min_size = 96
+dataloader.train.mapper.augmentations.max_size = 96
+dataloader.train.mapper.augmentations.crop_size = (96, 96)
+dataloader.train.mapper.augmentations.photometric = False
+dataloader.test.mapper.augmentations.min_size = None
+dataloader.test.num_workers = 0
+dataloader.test_datasets = ["toy_val"]
+
+optimizer.lr = 1e-3
+optimizer.weight_decay = 0.0
+
+train.max_iter = 200
+train.eval_period = 0
+train.log_period = 20
+train.checkpointer = dict(period=100, max_to_keep=2)
+train.output_dir = "./output/toy/dense_baseline"

@@ -1,0 +1,31 @@
+"""DistributedDataParallel that also works for CPU modules (gloo).
+
+Detectron2's `create_ddp_model` always passes `device_ids=[local_rank]`, which PyTorch rejects
+for a module on the CPU ("device_ids ... only work with single-device GPU modules"). Multi-process
+CPU training (tests, CI, laptops) needs `device_ids=None` there.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from detectron2.utils import comm
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+
+def create_ddp_model(model: nn.Module, *, fp16_compression: bool = False, **kwargs: Any) -> nn.Module:
+    """Wrap `model` in DDP when more than one process runs; returns it unchanged otherwise."""
+    if comm.get_world_size() == 1:
+        return model
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    if on_gpu:
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    else:
+        kwargs["device_ids"] = None
+        kwargs.pop("output_device", None)
+    ddp = DistributedDataParallel(model, **kwargs)
+    if fp16_compression:
+        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
+
+        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
+    return ddp

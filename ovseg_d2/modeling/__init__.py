@@ -1,0 +1,5 @@
+"""Meta-architectures shared by the project (method-specific ones live in projects/<method>)."""
+from .base import OpenVocabSegmentor, resize_scores
+from .baseline import DenseCLIPBaseline
+
+__all__ = ["DenseCLIPBaseline", "OpenVocabSegmentor", "resize_scores"]

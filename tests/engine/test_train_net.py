@@ -1,0 +1,98 @@
+"""End-to-end: tools/train_net.py trains and evaluates the dense baseline on a generated VOC
+miniature, in 1 and 2 CPU processes (gloo), and resumes an interrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from detectron2.engine import launch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _workers  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "configs" / "toy" / "dense_baseline.py")
+
+
+def test_two_cpu_processes_train_identical_weights(
+    voc_root: Path, tmp_path: Path, monkeypatch, tiny_baseline_overrides: list[str]
+) -> None:
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(voc_root))
+    overrides = tiny_baseline_overrides + [
+        f"train.output_dir={tmp_path}",
+        "train.max_iter=3",
+        "train.checkpointer.period=100",
+    ]
+    launch(_workers.train_and_save_weights, 2, dist_url="auto", args=(CONFIG, overrides, str(tmp_path)))
+    rank0 = torch.load(tmp_path / "rank0.pth")
+    rank1 = torch.load(tmp_path / "rank1.pth")
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
+    # rank 0 checkpointed exactly the weights both ranks ended with
+    assert (tmp_path / "model_final.pth").is_file()
+    final = torch.load(tmp_path / "model_final.pth", weights_only=False)["model"]
+    torch.testing.assert_close(final["head.0.weight"], rank0["head.0.weight"])
+
+
+def _run_train_net(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    flags = [a for a in args if a.startswith("--")]
+    overrides = [a for a in args if not a.startswith("--")]
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", CONFIG, *flags, *overrides],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
+    )
+
+
+def _iterations_logged(output_dir: Path) -> list[int]:
+    lines = (output_dir / "metrics.json").read_text().splitlines()
+    return [json.loads(line)["iteration"] for line in lines if '"total_loss"' in line]
+
+
+def test_resume_continues_from_last_checkpoint(
+    voc_root: Path, tmp_path: Path, tiny_baseline_overrides: list[str]
+) -> None:
+    env = {**os.environ, "DETECTRON2_DATASETS": str(voc_root), "PYTHONUNBUFFERED": "1"}
+    common = tiny_baseline_overrides + [f"train.output_dir={tmp_path}", "train.checkpointer.period=2"]
+    # An interrupted run: killed once its second periodic checkpoint (iteration 3) exists.
+    proc = _run_train_net(common + ["train.max_iter=100000"], env)
+    deadline = time.time() + 240
+    while not (tmp_path / "model_0000003.pth").exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "the run never wrote its checkpoint"
+        time.sleep(0.5)
+    time.sleep(0.5)  # let the checkpointer finish writing `last_checkpoint`
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    last = (tmp_path / "last_checkpoint").read_text().strip()
+    saved = torch.load(tmp_path / last, weights_only=False)
+    start = saved["iteration"] + 1
+
+    # Resuming loads that checkpoint (weights, optimizer, scheduler, iteration) and trains only the
+    # remaining iterations.
+    logged_before = _iterations_logged(tmp_path)
+    more = _run_train_net(common + [f"train.max_iter={start + 3}", "--resume"], env)
+    out, _ = more.communicate(timeout=240)
+    assert more.returncode == 0, out
+    assert f"[Checkpointer] Loading from {tmp_path / last}" in out, out
+    assert f"Starting training from iteration {start}" in out
+    new = _iterations_logged(tmp_path)[len(logged_before):]
+    assert new and min(new) >= start and max(new) == start + 2, new
+
+
+def test_eval_only_reports_metrics(
+    voc_root: Path, tmp_path: Path, tiny_baseline_overrides: list[str]
+) -> None:
+    env = {**os.environ, "DETECTRON2_DATASETS": str(voc_root)}
+    args = tiny_baseline_overrides + [f"train.output_dir={tmp_path}", "model.head=none", "--eval-only"]
+    proc = _run_train_net(args, env)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    assert "ovseg_voc20_val" in out and "mIoU" in out

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install every dependency of ovseg-d2 into the Python environment given as $1 (a python executable).
+# Idempotent: packages already present are kept. Works offline against the package registries only.
+#
+# Detectron2 has no PyPI release under its own name. In order of preference we use
+#   1. an already-installed detectron2,
+#   2. upstream from GitHub (when reachable),
+#   3. the registry's `sal-detectron2` snapshot (a cp310-tagged pure-Python wheel, renamed to py3).
+set -euo pipefail
+PY=${1:?usage: install_env.sh PYTHON}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+pipi() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+if ! "$PY" -c "import torch, torchvision" 2>/dev/null; then
+  echo "[install_env] torch 2.14.1 + torchvision 0.29.2"
+  pipi torch==2.14.1 torchvision==0.29.2
+fi
+
+echo "[install_env] runtime and test requirements"
+pipi -r "$ROOT/requirements/base.txt" -r "$ROOT/requirements/test.txt"
+
+if ! "$PY" -c "import detectron2" 2>/dev/null; then
+  if timeout 15 git ls-remote https://github.com/facebookresearch/detectron2.git HEAD >/dev/null 2>&1; then
+    echo "[install_env] detectron2 from upstream"
+    pipi --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'
+  else
+    echo "[install_env] detectron2 from the registry snapshot sal-detectron2==0.7.2"
+    tmp=$(mktemp -d)
+    "$PY" -m pip download --disable-pip-version-check -q --no-deps --only-binary=:all: \
+      --python-version 3.10 --platform any sal-detectron2==0.7.2 -d "$tmp"
+    whl=$(ls "$tmp"/sal_detectron2-0.7.2-*.whl | head -n1)
+    cp "$whl" "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
+    pipi --no-deps "$tmp/sal_detectron2-0.7.2-py3-none-any.whl"
+    rm -rf "$tmp"
+  fi
+fi
+
+echo "[install_env] ovseg-d2 (editable)"
+pipi --no-deps --no-build-isolation -e "$ROOT"
+"$PY" -c "import torch, detectron2, open_clip, ovseg_d2; print('[install_env] ok: torch', torch.__version__, '| detectron2', detectron2.__version__, '| open_clip', open_clip.__version__)"
