@@ -1,5 +1,5 @@
 """Meta-architectures shared by the project (method-specific ones live in projects/<method>)."""
-from .base import OpenVocabSegmentor, resize_scores
+from .base import OpenVocabSegmentor
 from .baseline import DenseCLIPBaseline
 
-__all__ = ["DenseCLIPBaseline", "OpenVocabSegmentor", "resize_scores"]
+__all__ = ["DenseCLIPBaseline", "OpenVocabSegmentor"]

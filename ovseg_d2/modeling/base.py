@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ovseg_d2.inference import resize_to_original
 
 
 class OpenVocabSegmentor(nn.Module):
@@ -71,7 +72,7 @@ class OpenVocabSegmentor(nn.Module):
             scores = self.predict_image(image, self.test_class_names)
             height = item.get("height", image.shape[-2])
             width = item.get("width", image.shape[-1])
-            outputs.append({"sem_seg": resize_scores(scores, (height, width))})
+            outputs.append({"sem_seg": resize_to_original(scores, (height, width))})
         return outputs
 
     def losses(self, batched_inputs: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -89,9 +90,3 @@ class OpenVocabSegmentor(nn.Module):
         """Training label maps -> (B, H, W) long."""
         return torch.stack([x["sem_seg"].to(self.device, non_blocking=True).long() for x in batched_inputs])
 
-
-def resize_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, h, w) scores -> (N, H, W), bilinear, align_corners=False (identity when sizes agree)."""
-    if tuple(scores.shape[-2:]) == tuple(size):
-        return scores
-    return F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]

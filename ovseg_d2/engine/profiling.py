@@ -1,0 +1,108 @@
+"""Model analysis shared by tools/analyze_model.py and tools/benchmark.py: parameter counts,
+FLOPs (fvcore, attention included) and inference timing with peak memory."""
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from math import prod
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from detectron2.config import instantiate
+from omegaconf import DictConfig
+from PIL import Image
+from torch import nn
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable}
+
+
+def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore handle for aten::scaled_dot_product_attention: QK^T and AV, one multiply-add = 1 flop."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = prod(q[:-2])
+    return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
+
+
+def count_flops(model: nn.Module, inputs: list[dict[str, Any]]) -> tuple[int, dict[str, int]]:
+    """Total FLOPs of one eval forward (fvcore convention: a fused multiply-add is one flop) and the
+    per-operator breakdown. Unsupported ops are reported by fvcore's warnings."""
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(model, inputs)
+    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
+    analysis.unsupported_ops_warnings(False)
+    return analysis.total(), dict(analysis.by_operator())
+
+
+def synthetic_record(cfg: DictConfig, height: int, width: int, seed: int = 0) -> dict[str, Any]:
+    """A random RGB image of the given size, passed through the config's test mapper (so the
+    benchmark measures exactly the evaluation path, resizing included)."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "image.png"
+        Image.fromarray(image).save(path)
+        return mapper({"file_name": str(path)})
+
+
+def synthetic_vocabulary(num_classes: int) -> list[str]:
+    return [f"object number {i}" for i in range(num_classes)]
+
+
+@dataclass
+class BenchmarkResult:
+    seconds_per_image: float
+    seconds_std: float
+    peak_memory_mb: float
+    memory_kind: str
+    runs: int
+
+
+def benchmark_inference(
+    model: nn.Module,
+    record: dict[str, Any],
+    vocabulary: Sequence[str],
+    *,
+    warmup: int = 2,
+    runs: int = 5,
+    autocast_dtype: torch.dtype | None = None,
+) -> BenchmarkResult:
+    """Seconds per image (mean/std over `runs`, after `warmup`) of `model([record])` in eval mode
+    with `vocabulary` (text encoded once, as in evaluation), and peak memory: CUDA allocator peak
+    on GPU, the process's peak resident set size on CPU."""
+    model.eval()
+    model.set_vocabulary(list(vocabulary))
+    device = next(model.parameters()).device
+    on_cuda = device.type == "cuda"
+
+    def run() -> None:
+        with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            model([record])
+        if on_cuda:
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        run()
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    if on_cuda:
+        peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+    return BenchmarkResult(float(np.mean(times)), float(np.std(times)), peak, kind, runs)
