@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -22,29 +22,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, SemSegEvaluator
 from detectron2.utils.comm import all_gather, is_main_process, synchronize
 from detectron2.utils.file_io import PathManager
-from PIL import Image
 from tabulate import tabulate
+
+from ovseg_d2.data.mappers import read_sem_seg
 
 from .metrics import METRIC_CONVENTIONS, confusion_matrix, summarize
 
 logger = logging.getLogger(__name__)
-
-
-def _read_sem_seg_local(path: str) -> np.ndarray:
-    """Exact label map as int64 (PIL keeps 8-bit PNG and 16-bit TIFF values unchanged)."""
-    with PathManager.open(path, "rb") as f:
-        return np.asarray(Image.open(f), dtype=np.int64)
-
-
-def gt_reader() -> Callable[[str], np.ndarray]:
-    """The project's GT reader (`ovseg_d2.data.mappers.read_sem_seg`), so that training and evaluation
-    read labels identically; a local reader with the same behaviour while the mappers are absent.
-    Imported lazily to keep `ovseg_d2.evaluation` importable without the data package."""
-    try:
-        from ovseg_d2.data.mappers import read_sem_seg
-    except ImportError:
-        return _read_sem_seg_local
-    return read_sem_seg
 
 
 class OpenVocabSemSegEvaluator(DatasetEvaluator):
@@ -107,7 +91,6 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
             record["file_name"]: record["sem_seg_file_name"]
             for record in DatasetCatalog.get(dataset_name)
         }
-        self._read_gt = gt_reader()
         self.reset()
 
     def _check_class_indices(self, indices: Sequence[int], key: str) -> None:
@@ -156,7 +139,7 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
             raise KeyError(
                 f"Dataset '{self._dataset_name}' has no ground truth for input {file_name}"
             ) from None
-        gt = self._read_gt(gt_file).astype(np.int64, copy=True)
+        gt = read_sem_seg(gt_file).astype(np.int64, copy=True)
         ignore = gt == self._ignore_label
         bad = ~ignore & ((gt < 0) | (gt >= self._num_classes))
         if bad.any():
