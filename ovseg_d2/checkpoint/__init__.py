@@ -2,7 +2,7 @@
 
 A converter turns the state dict of a method's official release into the state dict of our model
 (our module names are ours; the mapping lives only in the converter). Methods register theirs in
-their own package: `@CONVERTER_REGISTRY.register("catseg")`.
+their own package: `@register_converter("catseg")`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ CONVERTER_REGISTRY.__doc__ = "Functions (official_state_dict) -> state dict of o
 
 StateDict = dict[str, torch.Tensor]
 Converter = Callable[[StateDict], StateDict]
+
+
+def register_converter(method: str) -> Callable[[Converter], Converter]:
+    """Decorator registering `fn` as the converter of `method` (detectron2's Registry names entries
+    after the function; converters are looked up by method name). Re-registration is a no-op, so
+    re-importing a method package is harmless."""
+
+    def register(fn: Converter) -> Converter:
+        if method not in CONVERTER_REGISTRY:
+            CONVERTER_REGISTRY._do_register(method, fn)
+        return fn
+
+    return register
 
 
 def extract_state_dict(obj: Any) -> StateDict:

@@ -1,0 +1,62 @@
+# CAT-Seg on the generated toy world (tools/make_toy_world.py): the same code path as the paper models,
+# with a tiny CLIP (configs/toy/tiny_clip.json: patch 4, 3 blocks) and narrow aggregator widths.
+#   python tools/train_net.py --config-file configs/catseg/catseg_toy.py model.clip_weights=PATH train.device=cpu
+# 96x96 toy images -> CLIP at 96 -> 24x24 grid (Swin window 12 as in the paper) -> 96x96 logits.
+from detectron2.config import LazyCall as L
+
+from ovseg_d2.data.metadata import prompt_classes
+from ovseg_d2.projects.catseg import CATSeg
+
+from ..common.data import dataloader
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import cosine as lr_multiplier
+from ..common.train import train
+
+model = L(CATSeg)(
+    train_class_names=L(prompt_classes)(dataset_name="${dataloader.train.dataset_names}"),
+    clip_model="configs/toy/tiny_clip.json",
+    clip_weights=None,
+    clip_resolution=(96, 96),
+    tap_blocks=(0, 1),  # the last of the 3 blocks is the dense value-path block
+    tap_upsample_dims=(32, 16),
+    clip_finetune="attention",
+    templates="catseg",
+    size_divisibility=32,
+    train_pooling_size=(2, 2),
+    test_pooling_size=(1, 1),
+    sliding_window=False,  # toy images are already at the CLIP resolution
+    aggregator=dict(
+        hidden_dim=32,
+        text_proj_dim=16,
+        appearance_proj_dim=16,
+        decoder_dims=(32, 16),
+        decoder_guidance_proj_dims=(8, 8),
+        num_layers=2,
+        num_heads=2,
+        window_size=12,
+        pad_len=256,
+    ),
+)
+
+dataloader.train.dataset_names = "toy_seen_train"
+dataloader.train.total_batch_size = 8
+dataloader.train.num_workers = 0
+dataloader.train.mapper.augmentations.min_size = 96
+dataloader.train.mapper.augmentations.max_size = 96
+dataloader.train.mapper.augmentations.crop_size = (96, 96)
+dataloader.train.mapper.augmentations.photometric = False
+dataloader.test.mapper.augmentations.min_size = None
+dataloader.test.num_workers = 0
+dataloader.test_datasets = ["toy_val"]
+
+optimizer.lr = 1e-3
+optimizer.weight_decay = 1e-4
+optimizer.lr_multipliers = {"clip_image": 0.1, "clip_text": 0.1}
+optimizer.clip_grad_norm = 1.0
+
+train.max_iter = 300
+train.ddp = dict(broadcast_buffers=False, find_unused_parameters=True, fp16_compression=False)
+train.eval_period = 0
+train.log_period = 20
+train.checkpointer = dict(period=150, max_to_keep=2)
+train.output_dir = "./output/toy/catseg"

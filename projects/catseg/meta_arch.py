@@ -1,0 +1,286 @@
+"""CAT-Seg meta-architecture (CVPR 2024 version of cvlab-kaist/CAT-Seg) on the shared CLIP core.
+
+Data flow: CLIP-normalised image -> pad to ``size_divisibility`` -> resize to the CLIP resolution ->
+dense CLIP vision tower (value-path last block with class-token residual, ln_post + proj on every
+token) with taps after two intermediate blocks -> transposed-conv upsampling of the taps (decoder
+guidance) -> cosine cost volume against the text embeddings of the vocabulary (one template, first
+synonym, text tower fine-tuned) -> :class:`CATSegAggregator` -> per-class logits at 1/4 of the CLIP
+input. Training: per-class BCE (see :mod:`.loss`). Testing: sigmoid, sliding window + global view.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from detectron2.modeling import META_ARCH_REGISTRY
+from torch import Tensor, nn
+
+from ovseg_d2.clip import (
+    CATSEG_ATTENTION_RULES,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    CLIPTextTower,
+    CLIPVisionTower,
+    TextEmbedder,
+    apply_trainable_rules,
+    build_clip,
+    get_templates,
+    get_tokenizer,
+    split_attention_projections,
+    value_path_block,
+)
+from ovseg_d2.inference import sliding_window_inference
+from ovseg_d2.modeling.base import OpenVocabSegmentor
+
+from .aggregator import CATSegAggregator
+from .converter import OFFICIAL_PREFIX, convert_catseg_checkpoint
+from .loss import catseg_bce_loss
+
+__all__ = ["CATSeg", "CLIP_PRESETS"]
+
+# Official CLIP_PRETRAINED settings: open_clip config, CLIP input resolution, tapped blocks (0-based).
+CLIP_PRESETS: dict[str, dict[str, Any]] = {
+    "ViT-B/16": dict(clip_model="ViT-B-16-quickgelu", clip_resolution=(384, 384), tap_blocks=(3, 7)),
+    "ViT-L/14@336": dict(clip_model="ViT-L-14-336-quickgelu", clip_resolution=(336, 336), tap_blocks=(7, 15)),
+}
+
+_FINETUNE_MODES = ("attention", "full", "none")
+
+
+@META_ARCH_REGISTRY.register()
+class CATSeg(OpenVocabSegmentor):
+    """CAT-Seg: cost aggregation over a CLIP cost volume.
+
+    Args:
+        train_class_names / test_class_names: vocabularies (entries may hold ", "-separated synonyms;
+            only the first synonym is encoded, as officially).
+        clip_model: open_clip config name or one of ``ovseg_d2/clip/model_configs`` (tiny test models).
+        clip_weights: optional CLIP weights (OpenAI ``.pt`` or open_clip checkpoint). A converted
+            CAT-Seg checkpoint contains CLIP too, so this is only needed to train from CLIP.
+        clip_resolution: the size every view is resized to before CLIP (384 for ViT-B/16, 336 for ViT-L/14@336).
+        tap_blocks: the two vision blocks whose outputs feed the decoder guidance.
+        tap_upsample_dims: output channels of the two transposed convs applied to the taps (x2, x4).
+        clip_finetune: "attention" (official: q and v projection weights of both towers), "full" or "none".
+        templates: template set name (``ovseg_d2.clip.get_templates``) or a list of templates.
+        train_pooling_size / test_pooling_size: class-aggregation pooling (official 2x2 / 1x1).
+        sliding_window: official test procedure (squash to ``sliding_resize``, ``window`` crops with
+            ``stride`` + one global view, one batched forward); False = plain path (whole padded image
+            squashed to the CLIP resolution).
+        aggregator: keyword arguments of :class:`CATSegAggregator` other than the CLIP-derived widths.
+    """
+
+    def __init__(
+        self,
+        *,
+        train_class_names: Sequence[str],
+        test_class_names: Sequence[str] | None = None,
+        clip_model: str = "ViT-B-16-quickgelu",
+        clip_weights: str | None = None,
+        clip_resolution: Sequence[int] = (384, 384),
+        tap_blocks: Sequence[int] = (3, 7),
+        tap_upsample_dims: Sequence[int] = (256, 128),
+        clip_finetune: str = "attention",
+        templates: str | Sequence[str] = "catseg",
+        pixel_mean: Sequence[float] = OPENAI_CLIP_MEAN,
+        pixel_std: Sequence[float] = OPENAI_CLIP_STD,
+        size_divisibility: int = 32,
+        ignore_value: int = 255,
+        train_pooling_size: Sequence[int] | None = (2, 2),
+        test_pooling_size: Sequence[int] | None = (1, 1),
+        sliding_window: bool = True,
+        window: int = 384,
+        stride: int = 256,
+        sliding_resize: Sequence[int] = (640, 640),
+        global_view: bool = True,
+        aggregator: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            train_class_names=train_class_names,
+            test_class_names=test_class_names,
+            size_divisibility=size_divisibility,
+            ignore_value=ignore_value,
+        )
+        if clip_finetune not in _FINETUNE_MODES:
+            raise ValueError(f"clip_finetune must be one of {_FINETUNE_MODES}, got {clip_finetune!r}")
+        if len(tap_blocks) != 2 or len(tap_upsample_dims) != 2:
+            raise ValueError("CAT-Seg taps exactly two vision blocks")
+
+        clip = build_clip(clip_model, clip_weights)
+        split_attention_projections(clip)  # separate q/k/v Parameters: q/v-only fine-tuning as officially
+        self.clip_image = CLIPVisionTower(clip.visual, pos_interpolation="bicubic")
+        self.clip_text = CLIPTextTower(clip, get_tokenizer(clip_model))
+        # `clip.logit_scale` is not used by CAT-Seg and not kept.
+        self.templates = tuple(get_templates(templates) if isinstance(templates, str) else templates)
+        if len(self.templates) != 1:
+            raise ValueError("the official CAT-Seg code path supports exactly one template (P = 1)")
+        self.text_embedder = TextEmbedder(self.clip_text, self.templates, synonyms="first", keep_templates=False)
+
+        num_blocks = len(clip.visual.transformer.resblocks)
+        if not all(0 <= i < num_blocks - 1 for i in tap_blocks):
+            raise ValueError(
+                f"tap_blocks {tuple(tap_blocks)} must be ordinary blocks in [0, {num_blocks - 2}]: the last of the "
+                f"{num_blocks} vision blocks is the dense value-path block (the official code cannot tap it either)"
+            )
+        width = clip.visual.conv1.out_channels
+        embed_dim = clip.visual.output_dim
+        self.clip_resolution = tuple(clip_resolution)
+        self.tap_blocks = tuple(tap_blocks)
+        self.tap_upsample = nn.ModuleList(
+            [
+                nn.ConvTranspose2d(width, tap_upsample_dims[0], kernel_size=2, stride=2),
+                nn.ConvTranspose2d(width, tap_upsample_dims[1], kernel_size=4, stride=4),
+            ]
+        )
+        agg_kwargs = dict(aggregator or {})
+        agg_kwargs.setdefault("pooling_size", train_pooling_size)
+        self.aggregator = CATSegAggregator(
+            text_dim=embed_dim,
+            appearance_dim=embed_dim,
+            prompt_channels=len(self.templates),
+            decoder_guidance_dims=tuple(tap_upsample_dims),
+            **agg_kwargs,
+        )
+        self.train_pooling_size = tuple(train_pooling_size) if train_pooling_size is not None else None
+        self.test_pooling_size = tuple(test_pooling_size) if test_pooling_size is not None else None
+
+        self.clip_finetune = clip_finetune
+        self._set_trainable(clip_finetune)
+
+        self.sliding_window = sliding_window
+        self.window = window
+        self.stride = stride
+        self.sliding_resize = tuple(sliding_resize)
+        self.global_view = global_view
+        self._register_load_state_dict_pre_hook(_convert_official_state_dict)
+
+    # ------------------------------------------------------------------ setup
+    def _set_trainable(self, mode: str) -> None:
+        towers = nn.ModuleDict({"clip_image": self.clip_image, "clip_text": self.clip_text})
+        if mode == "attention":
+            apply_trainable_rules(towers, CATSEG_ATTENTION_RULES)
+        else:
+            for p in towers.parameters():
+                p.requires_grad_(mode == "full")
+
+    @classmethod
+    def preset(cls, name: str) -> dict[str, Any]:
+        """Keyword arguments of an official CLIP setting: "ViT-B/16" or "ViT-L/14@336"."""
+        return dict(CLIP_PRESETS[name])
+
+    def train(self, mode: bool = True) -> "CATSeg":
+        if mode:
+            self.text_embedder.clear_cache()
+        return super().train(mode)
+
+    # ------------------------------------------------------------------ text
+    def text_embeddings(self, class_names: Sequence[str]) -> Tensor:
+        """``(N, P, E)`` L2-normalised class embeddings. Cached in eval mode (per vocabulary and weights);
+        computed with gradients in training when the text tower is trained."""
+        if self.training:
+            emb = self.text_embedder(list(class_names))
+        else:
+            with torch.no_grad():
+                emb = self.text_embedder(list(class_names))
+        return emb[:, None, :]
+
+    # ------------------------------------------------------------------ image
+    def clip_features(self, clip_images: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """CLIP-resolution normalised images -> dense embedding ``(B, E, h, w)`` and the upsampled taps."""
+        last = self.clip_image.num_blocks - 1
+        feats = self.clip_image(
+            clip_images, taps=self.tap_blocks, block_overrides={last: value_path_block(residual="cls")}
+        )
+        guidance = [up(feats.tap_map(i)) for up, i in zip(self.tap_upsample, self.tap_blocks)]
+        return feats.dense(), guidance
+
+    def to_clip_input(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) 0-255 -> normalised, zero-padded to ``size_divisibility``, resized to the CLIP resolution."""
+        x = self.normalize(images)
+        if self.size_divisibility > 1:
+            h, w = x.shape[-2:]
+            d = self.size_divisibility
+            ph, pw = (-h) % d, (-w) % d
+            if ph or pw:
+                x = F.pad(x, (0, pw, 0, ph), value=0.0)
+        if tuple(x.shape[-2:]) != self.clip_resolution:
+            x = F.interpolate(x, size=self.clip_resolution, mode="bilinear", align_corners=False)
+        return x
+
+    def predict_logits(self, images: Tensor, class_names: Sequence[str], *, return_info: bool = False):
+        """(B, 3, H, W) 0-255 images -> logits ``(B, N, h, w)`` at 1/4 of the CLIP resolution."""
+        self.aggregator.set_pooling_size(self.train_pooling_size if self.training else self.test_pooling_size)
+        text = self.text_embeddings(class_names)
+        dense, guidance = self.clip_features(self.to_clip_input(images))
+        return self.aggregator(dense, text, guidance, return_info=return_info)
+
+    # ------------------------------------------------------------------ train / eval
+    def losses(self, batched_inputs: list[dict[str, Any]]) -> dict[str, Tensor]:
+        images = self.stack_images(batched_inputs)
+        targets = self.stack_targets(batched_inputs)
+        logits = self.predict_logits(images, self.train_class_names)
+        return {"loss_sem_seg": catseg_bce_loss(logits, targets, self.ignore_value)}
+
+    def forward(self, batched_inputs: list[dict[str, Any]]):
+        if self.training:
+            return self.losses(batched_inputs)
+        outputs = []
+        for item in batched_inputs:
+            image = item["image"].to(self.device, non_blocking=True).float()
+            size = (item.get("height", image.shape[-2]), item.get("width", image.shape[-1]))
+            outputs.append({"sem_seg": self.inference(image, self.test_class_names, size)})
+        return outputs
+
+    def predict_image(self, image: Tensor, class_names: Sequence[str]) -> Tensor:
+        return self.inference(image, class_names, tuple(image.shape[-2:]))
+
+    def _view_probabilities(self, views: Tensor, class_names: Sequence[str]) -> Tensor:
+        logits = self.predict_logits(views, class_names).float()  # merge views in float32 under autocast
+        logits = F.interpolate(logits, size=views.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.sigmoid()
+
+    def inference(self, image: Tensor, class_names: Sequence[str], output_size: Sequence[int]) -> Tensor:
+        """(3, H, W) 0-255 -> (N, *output_size) probabilities, by the official test procedure.
+
+        Sliding window: squash to ``sliding_resize`` (640x640), 384 crops at stride 256 plus the whole
+        image resized to 384 as a global view, ONE batched forward, logits -> bilinear to 384 -> sigmoid,
+        crops averaged by overlap count, (local + global) / 2, bilinear to ``output_size``.
+        Plain path: the padded image squashed to the CLIP resolution, sigmoid of the 1/4-resolution
+        logits resized straight to ``output_size`` (as officially: the padding is not cropped).
+        """
+        output_size = (int(output_size[0]), int(output_size[1]))
+        if self.sliding_window:
+            probs = sliding_window_inference(
+                lambda views: self._view_probabilities(views, class_names),
+                image,
+                self.window,
+                self.stride,
+                global_view=self.global_view,
+                resize_to=self.sliding_resize,
+                output_size=output_size,
+            )
+        else:
+            probs = self.predict_logits(image[None], class_names).float().sigmoid()
+            probs = F.interpolate(probs, size=output_size, mode="bilinear", align_corners=False)[0]
+        return probs.float()  # float32 scores also under bf16/fp16 autocast
+
+
+def _convert_official_state_dict(state_dict: dict, prefix: str, *args: Any) -> None:
+    """load_state_dict pre-hook: an official CAT-Seg state dict (e.g. `train.init_checkpoint=model_base.pth`
+    given to detectron2's checkpointer) is converted in place by the "catseg" converter."""
+    official = [k for k in state_dict if k.startswith(prefix + OFFICIAL_PREFIX)]
+    if not official:
+        return
+    ours = [
+        k
+        for k in state_dict
+        if k.startswith(prefix) and not k.startswith(prefix + OFFICIAL_PREFIX) and not k.startswith(prefix + "upsample")
+    ]
+    if ours:
+        raise ValueError("state dict mixes official CAT-Seg keys and converted keys")
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    converted = convert_catseg_checkpoint({k[len(prefix) :]: state_dict.pop(k) for k in keys})
+    state_dict.update({prefix + k: v for k, v in converted.items()})
