@@ -3,7 +3,7 @@
 Importing this package registers every `ovseg_*` dataset with Detectron2 (lazily: nothing is read
 from $DETECTRON2_DATASETS until a dataset is loaded).
 """
-from . import datasets  # noqa: F401  (registers the datasets)
+from . import datasets, toy  # noqa: F401  (registers the benchmark and toy-world datasets)
 from .mappers import (
     SemSegDatasetMapper,
     build_sem_seg_test_loader,

@@ -1,0 +1,43 @@
+# Contrastive pretraining of the toy world's tiny CLIP (ovseg_d2.modeling.ContrastiveCLIP, open_clip's
+# ClipLoss) on the toy captions; tools/pretrain_toy_clip.py runs it, exports the open_clip checkpoint
+# and reports zero-shot retrieval.
+#   python tools/train_net.py --config-file configs/toy/clip_pretrain.py --num-gpus 1 \
+#       dataloader.train.dataset.root=output/toy_world train.output_dir=output/toy/clip_pretrain
+# The captions name all 30 classes, unseen ones included: this is the "web-scale" pretraining of the
+# open-vocabulary premise; only the segmentation masks (toy_seen_train) are restricted to seen classes.
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_train_loader
+from omegaconf import OmegaConf
+
+from ovseg_d2.data.image_text import ImageTextMapper
+from ovseg_d2.data.toy import load_toy_dataset
+from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP
+
+from ..common.optim import AdamW as optimizer
+from ..common.schedule import cosine as lr_multiplier
+from ..common.train import train
+
+model = L(ContrastiveCLIP)(clip_model="configs/toy/tiny_clip.json", clip_weights=None)
+
+dataloader = OmegaConf.create()
+dataloader.train = L(build_detection_train_loader)(
+    dataset=L(load_toy_dataset)(name="toy_captions_train", root="output/toy_world"),
+    # image_size = vision_cfg.image_size of tiny_clip.json; a mild crop keeps every captioned object.
+    mapper=L(ImageTextMapper)(image_size=48, is_train=True, scale=(0.8, 1.0), hflip=False),
+    total_batch_size=32,
+    aspect_ratio_grouping=False,
+    num_workers=0,
+)
+dataloader.test_datasets = []  # retrieval is evaluated on the exported CLIP (tools/pretrain_toy_clip.py)
+
+optimizer.lr = 2e-3
+optimizer.weight_decay = 0.05
+lr_multiplier.warmup_length = 0.05
+lr_multiplier.warmup_factor = 0.01
+
+train.max_iter = 1500
+train.seed = 0
+train.eval_period = 0
+train.log_period = 50
+train.checkpointer = dict(period=5000, max_to_keep=1)  # model_final.pth is what gets exported
+train.output_dir = "./output/toy/clip_pretrain"
