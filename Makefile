@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.ovseg-installed
 OUTPUT ?= output/demo
+# OpenMP threads sleep instead of spinning while they wait: on a 2-core machine shared by several
+# processes (multi-process tests, data workers) spinning threads slow small-tensor work down 5-10x.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup test demo toy-world clean-venv
 

@@ -7,10 +7,10 @@ from detectron2.config import LazyCall as L
 from ovseg_d2.data.metadata import prompt_classes
 from ovseg_d2.projects.catseg import CATSeg
 
-from ..common.data import dataloader
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
+from ..toy.data import dataloader
 
 model = L(CATSeg)(
     train_class_names=L(prompt_classes)(dataset_name="${dataloader.train.dataset_names}"),
@@ -37,17 +37,6 @@ model = L(CATSeg)(
         pad_len=256,
     ),
 )
-
-dataloader.train.dataset_names = "toy_seen_train"
-dataloader.train.total_batch_size = 8
-dataloader.train.num_workers = 0
-dataloader.train.mapper.augmentations.min_size = 96
-dataloader.train.mapper.augmentations.max_size = 96
-dataloader.train.mapper.augmentations.crop_size = (96, 96)
-dataloader.train.mapper.augmentations.photometric = False
-dataloader.test.mapper.augmentations.min_size = None
-dataloader.test.num_workers = 0
-dataloader.test_datasets = ["toy_val"]
 
 optimizer.lr = 1e-3
 optimizer.weight_decay = 1e-4

@@ -7,10 +7,10 @@ from detectron2.config import LazyCall as L
 from ovseg_d2.data.metadata import prompt_classes
 from ovseg_d2.modeling import DenseCLIPBaseline
 
-from ..common.data import dataloader
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
+from .data import dataloader
 
 model = L(DenseCLIPBaseline)(
     clip_model="configs/toy/tiny_clip.json",
@@ -20,17 +20,6 @@ model = L(DenseCLIPBaseline)(
     clip_resolution=(96, 96),
     head="conv",
 )
-
-dataloader.train.dataset_names = "toy_seen_train"
-dataloader.train.total_batch_size = 8
-dataloader.train.num_workers = 0
-dataloader.train.mapper.augmentations.min_size = 96
-dataloader.train.mapper.augmentations.max_size = 96
-dataloader.train.mapper.augmentations.crop_size = (96, 96)
-dataloader.train.mapper.augmentations.photometric = False
-dataloader.test.mapper.augmentations.min_size = None
-dataloader.test.num_workers = 0
-dataloader.test_datasets = ["toy_val"]
 
 optimizer.lr = 1e-3
 optimizer.weight_decay = 0.0

@@ -96,7 +96,7 @@ def do_train(cfg: DictConfig, resume: bool = False) -> nn.Module:
     iteration) and training continues from the next iteration instead of starting over.
     """
     model = build_model(cfg)
-    logger.info("Model:\n%s", model)
+    logger.debug("Model:\n%s", model)
     cfg.optimizer.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
