@@ -43,9 +43,10 @@ optimizer.weight_decay = 1e-4
 optimizer.lr_multipliers = {"clip_image": 0.1, "clip_text": 0.1}
 optimizer.clip_grad_norm = 1.0
 
-train.max_iter = 300
+dataloader.train.total_batch_size = 4
+train.max_iter = 150
 train.ddp = dict(broadcast_buffers=False, find_unused_parameters=True, fp16_compression=False)
 train.eval_period = 0
 train.log_period = 20
-train.checkpointer = dict(period=150, max_to_keep=2)
+train.checkpointer = dict(period=75, max_to_keep=2)
 train.output_dir = "./output/toy/catseg"
