@@ -42,12 +42,12 @@ def test_two_cpu_processes_train_identical_weights(
     torch.testing.assert_close(final["head.0.weight"], rank0["head.0.weight"])
 
 
-def _run_train_net(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+def _run_train_net(args: list[str], env: dict[str, str], stdout=subprocess.PIPE) -> subprocess.Popen:
     flags = [a for a in args if a.startswith("--")]
     overrides = [a for a in args if not a.startswith("--")]
     return subprocess.Popen(
         [sys.executable, str(REPO / "tools" / "train_net.py"), "--config-file", CONFIG, *flags, *overrides],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
+        env=env, cwd=REPO, stdout=stdout, stderr=subprocess.STDOUT, text=True,
     )
 
 
@@ -61,16 +61,19 @@ def test_resume_continues_from_last_checkpoint(
 ) -> None:
     env = {**os.environ, "DETECTRON2_DATASETS": str(voc_root), "PYTHONUNBUFFERED": "1"}
     common = tiny_baseline_overrides + [f"train.output_dir={tmp_path}", "train.checkpointer.period=2"]
-    # An interrupted run: killed once its second periodic checkpoint (iteration 3) exists.
-    proc = _run_train_net(common + ["train.max_iter=100000"], env)
-    deadline = time.time() + 240
-    while not (tmp_path / "model_0000003.pth").exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "the run never wrote its checkpoint"
-        time.sleep(0.5)
-    time.sleep(0.5)  # let the checkpointer finish writing `last_checkpoint`
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # An interrupted run: killed once its second periodic checkpoint (iteration 3) exists. Its log
+    # goes to a file: an unread pipe would fill up and block the run.
+    log = tmp_path / "interrupted.log"
+    with log.open("w") as log_file:
+        proc = _run_train_net(common + ["train.max_iter=100000"], env, stdout=log_file)
+        deadline = time.time() + 300
+        while not (tmp_path / "model_0000003.pth").exists():
+            assert proc.poll() is None, log.read_text()
+            assert time.time() < deadline, "the run never wrote its checkpoint:\n" + log.read_text()
+            time.sleep(0.5)
+        time.sleep(0.5)  # let the checkpointer finish writing `last_checkpoint`
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     last = (tmp_path / "last_checkpoint").read_text().strip()
     saved = torch.load(tmp_path / last, weights_only=False)
     start = saved["iteration"] + 1
