@@ -55,6 +55,7 @@ def main() -> int:
 
     from ovseg_d2.engine.toy_demo import evaluate_baseline, train_and_evaluate_catseg, write_overlays
 
+    setup_logger()  # detectron2: training progress and evaluation logs
     setup_logger(name="ovseg_d2")
     timings: dict[str, float] = {}
     clip = run_stage("toy world + tiny CLIP pretraining", timings, pretrain_clip, output)
