@@ -60,7 +60,10 @@ def test_resume_continues_from_last_checkpoint(
     voc_root: Path, tmp_path: Path, tiny_baseline_overrides: list[str]
 ) -> None:
     env = {**os.environ, "DETECTRON2_DATASETS": str(voc_root), "PYTHONUNBUFFERED": "1"}
-    common = tiny_baseline_overrides + [f"train.output_dir={tmp_path}", "train.checkpointer.period=2"]
+    # max_to_keep: the run is fast, older checkpoints must not be rotated away while we poll.
+    common = tiny_baseline_overrides + [
+        f"train.output_dir={tmp_path}", "train.checkpointer.period=2", "train.checkpointer.max_to_keep=1000"
+    ]
     # An interrupted run: killed once its second periodic checkpoint (iteration 3) exists. Its log
     # goes to a file: an unread pipe would fill up and block the run.
     log = tmp_path / "interrupted.log"
