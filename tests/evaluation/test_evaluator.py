@@ -260,6 +260,9 @@ def _distributed_worker(rank, world_size, init_file, name, records, meta, scores
             torch.save(result, result_file)
         else:
             assert result == {}
+        # gloo aborts a rank ("terminate called without an active exception") when it tears its
+        # group down while the peer is still mid-collective; leave together.
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
