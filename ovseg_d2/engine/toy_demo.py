@@ -52,7 +52,9 @@ def train_and_evaluate_catseg(
         model = build_model(cfg)
         DetectionCheckpointer(model).load(str(final))
     else:
-        model = do_train(cfg)
+        # Detectron2's EvalHook evaluates after the last iteration whatever eval_period says; the
+        # evaluation below is the one reported, so training runs without test datasets.
+        model = do_train(load_config(str(CATSEG_CONFIG), overrides + ["dataloader.test_datasets=[]"]))
     model.eval()
     return model, _metrics(do_test(cfg, model))
 
