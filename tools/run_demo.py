@@ -49,6 +49,7 @@ def main() -> int:
     args = parse_args()
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
+    os.chdir(REPO)  # the configs name files (the tiny CLIP's JSON) relative to the repository root
     # The toy datasets are registered under $DETECTRON2_DATASETS/toy_world (resolved at load time).
     os.environ["DETECTRON2_DATASETS"] = str(output)
     from detectron2.utils.logger import setup_logger

@@ -35,7 +35,7 @@ optimizer.weight_decay = 0.05
 lr_multiplier.warmup_length = 0.05
 lr_multiplier.warmup_factor = 0.01
 
-train.max_iter = 1500
+train.max_iter = 1000
 train.seed = 0
 train.eval_period = 0
 train.log_period = 50
