@@ -86,7 +86,7 @@ def test_open_clip_checkpoint_with_module_prefix_and_split_qkv(tmp_path, fresh_t
 
 
 def test_safetensors(tmp_path, fresh_tiny):
-    st = pytest.importorskip("safetensors.torch")
+    import safetensors.torch as st  # declared in requirements/base.txt (build_clip reads .safetensors)
     path = tmp_path / "w.safetensors"
     st.save_file({k: v.contiguous() for k, v in fresh_tiny.state_dict().items()}, str(path))
     _assert_same_weights(build_clip(TINY, path), fresh_tiny)
