@@ -8,6 +8,7 @@ our own configs never touch open_clip's global config registry.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -19,6 +20,7 @@ import torch
 from open_clip.model import CLIP
 
 from .finetune import fuse_qkv_state_dict
+from .visual import interpolate_positional_embedding
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
@@ -41,13 +43,33 @@ def get_model_config(model: str | os.PathLike) -> dict[str, Any]:
     return json.loads(json.dumps(cfg))  # deep copy: never hand out open_clip's registry entries
 
 
-def build_clip(model: str | os.PathLike, weights: str | os.PathLike | None = None, *, device=None) -> CLIP:
-    """Float32 open_clip `CLIP` from a config; `weights=None` keeps the random init."""
+def build_clip(
+    model: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    pos_interpolation: str = "bicubic",
+    device=None,
+) -> CLIP:
+    """Float32 open_clip `CLIP` from a config; `weights=None` keeps the random init.
+
+    `image_size` builds the vision tower for another input size (Cascade-CLIP: ViT-B/16 at 512) and
+    resizes a loaded positional table of another grid to it once, with `pos_interpolation`
+    ("bilinear" for Cascade-CLIP; see `interpolate_positional_embedding`). Without `image_size` a
+    table of another grid is an error.
+    """
+    if pos_interpolation not in ("bicubic", "bilinear"):
+        raise ValueError(f"pos_interpolation must be 'bicubic' or 'bilinear', got {pos_interpolation!r}")
     cfg = get_model_config(model)
     cfg = {k: v for k, v in cfg.items() if k not in ("custom_text", "hf_tokenizer_name")}
+    if image_size is not None:
+        patch = cfg["vision_cfg"]["patch_size"]
+        if any(side % patch for side in _pair(image_size)):
+            raise ValueError(f"image_size {image_size} of {model} is not a multiple of its patch size {patch}")
+        cfg["vision_cfg"] = {**cfg["vision_cfg"], "image_size": image_size}
     clip = CLIP(**cfg)
     if weights is not None:
-        load_clip_weights(clip, weights)
+        load_clip_weights(clip, weights, resize_positional=pos_interpolation if image_size is not None else None)
     clip = clip.float()
     return clip.to(device) if device is not None else clip
 
@@ -92,17 +114,28 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_clip_weights(clip: torch.nn.Module, weights: str | os.PathLike) -> None:
-    """Strictly load `weights` into `clip`; errors name the file and every offending key."""
+def load_clip_weights(
+    clip: torch.nn.Module, weights: str | os.PathLike, *, resize_positional: str | None = None
+) -> None:
+    """Strictly load `weights` into `clip`; errors name the file and every offending key.
+
+    A visual positional table of another grid is resized to the model's with `resize_positional`
+    ("bicubic" / "bilinear", computed in float32) or, when None, refused.
+    """
     sd = read_state_dict(weights)
     own = clip.state_dict()
     pos_key = "visual.positional_embedding"
     if pos_key in sd and pos_key in own and sd[pos_key].shape != own[pos_key].shape:
-        raise ValueError(
-            f"{weights}: {pos_key} has shape {tuple(sd[pos_key].shape)} but the model's table is "
-            f"{tuple(own[pos_key].shape)}: the checkpoint was trained at another resolution. Build the model at the "
-            "checkpoint's image size and let CLIPVisionTower resize the table at runtime."
-        )
+        if resize_positional is None or sd[pos_key].shape[1:] != own[pos_key].shape[1:]:
+            raise ValueError(
+                f"{weights}: {pos_key} has shape {tuple(sd[pos_key].shape)} but the model's table is "
+                f"{tuple(own[pos_key].shape)}: the checkpoint was trained at another resolution. Build the model at "
+                "the checkpoint's image size and let CLIPVisionTower resize the table at runtime, or pass "
+                "build_clip(..., image_size=...) to resize it once on load."
+            )
+        src = _square_grid(sd[pos_key].shape[0] - 1, f"{weights}: {pos_key}")
+        dst = tuple(clip.visual.grid_size)
+        sd[pos_key] = interpolate_positional_embedding(sd[pos_key].float(), src, dst, resize_positional)
     missing = sorted(set(own) - set(sd))
     unexpected = sorted(set(sd) - set(own))
     mismatched = [
@@ -125,3 +158,15 @@ def _is_torchscript_archive(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as zf:
         return any(name.endswith("/constants.pkl") for name in zf.namelist())
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _square_grid(rows: int, what: str) -> tuple[int, int]:
+    """Checkpoints do not record their grid; the pretraining tables are square."""
+    side = math.isqrt(rows)
+    if side * side != rows:
+        raise ValueError(f"{what} has {rows} patch rows, not a square grid: cannot tell its shape to resize it")
+    return side, side

@@ -1,9 +1,10 @@
-"""Reusable replacements for a CLIP block's forward, for `CLIPVisionTower.run_blocks(block_overrides=...)`.
+"""Reusable replacements for a CLIP block's forward, for `ViTTokenRunner.run_blocks(block_overrides=...)`.
 
 Dense-prediction methods change the last block so that every patch token keeps its own content
 instead of mixing through attention. They operate on open_clip `ResidualAttentionBlock`s (ln_1, attn,
 ls_1, ln_2, mlp, ls_2) with batch-first x, and read the value projection from either the fused
 `in_proj_weight` or a split `v_proj_weight` (see `finetune.split_attention_projections`).
+They receive the run's `attn_mask` like every override and do not use it: no token attends to another.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def value_path_block(residual: str = "cls") -> BlockOverride:
     if residual not in ("cls", "token"):
         raise ValueError(f"residual must be 'cls' or 'token', got {residual!r}")
 
-    def forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def forward(block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         v = block.ls_1(value_projection(block.attn, block.ln_1(x)))
         t = v + (x[:, :1] if residual == "cls" else x)
         return t + block.ls_2(block.mlp(block.ln_2(t)))
@@ -42,7 +43,9 @@ def value_path_block(residual: str = "cls") -> BlockOverride:
     return forward
 
 
-def self_attention_only_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def self_attention_only_block(
+    block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """TCL's last block: attention restricted to the diagonal (each token attends to itself), with the
     residual and MLP kept: x + out_proj(v(ln_1 x)), then + mlp(ln_2 .)."""
     x = x + block.ls_1(value_projection(block.attn, block.ln_1(x)))

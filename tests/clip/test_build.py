@@ -5,7 +5,14 @@ import torch
 from open_clip.transformer import QuickGELU
 from torch import nn
 
-from ovseg_d2.clip import build_clip, clip_pixel_stats, get_model_config, read_state_dict
+from ovseg_d2.clip import (
+    CLIPVisionTower,
+    build_clip,
+    clip_pixel_stats,
+    get_model_config,
+    interpolate_positional_embedding,
+    read_state_dict,
+)
 from ovseg_d2.clip.finetune import split_qkv_state_dict
 
 TINY = "tiny-vit-p16-w64"
@@ -117,8 +124,45 @@ def test_loading_errors(tmp_path, fresh_tiny):
     cfg_path.write_text(json.dumps(cfg))
     good = tmp_path / "good.pt"
     torch.save(fresh_tiny.state_dict(), good)
-    with pytest.raises(ValueError, match="positional_embedding"):
+    with pytest.raises(ValueError, match="image_size"):
         build_clip(cfg_path, good)
+
+
+@pytest.mark.parametrize("mode,size,grid", [("bilinear", 320, (20, 20)), ("bicubic", (256, 320), (16, 20))])
+def test_build_at_another_image_size_resizes_the_loaded_table(tmp_path, fresh_tiny, mode, size, grid):
+    """Cascade-CLIP: a 224 checkpoint built at 512, its table resized once on load."""
+    path = tmp_path / "tiny224.pt"
+    torch.save({k: v.half() for k, v in fresh_tiny.state_dict().items()}, path)  # OpenAI ships fp16
+    clip = build_clip(TINY, path, image_size=size, pos_interpolation=mode)
+    saved = fresh_tiny.visual.positional_embedding.detach().half().float()
+    expected = interpolate_positional_embedding(saved, (14, 14), grid, mode)
+    table = clip.visual.positional_embedding
+    assert table.shape == (1 + grid[0] * grid[1], 64) and torch.equal(table, expected)
+    assert not torch.allclose(
+        table, interpolate_positional_embedding(saved, (14, 14), grid, "bicubic" if mode == "bilinear" else "bilinear")
+    )
+    for k, v in clip.state_dict().items():
+        if k != "visual.positional_embedding":
+            assert torch.equal(v, fresh_tiny.state_dict()[k].half().float()), k
+    # The tower built at that size uses the table as is; a 224 tower resizing at runtime agrees.
+    tower = CLIPVisionTower(clip.visual)
+    assert tower.table_grid == grid and tower.resized_positional_embedding(grid) is table
+    images = torch.randn(1, 3, grid[0] * 16, grid[1] * 16)
+    reference = build_clip(TINY, path)
+    with torch.no_grad():
+        runtime = CLIPVisionTower(reference.visual, pos_interpolation=mode)(images).tokens
+        assert torch.allclose(tower(images).tokens, runtime, atol=1e-5)
+    # A checkpoint already at that size loads unchanged.
+    resized = tmp_path / "tiny_resized.pt"
+    torch.save(clip.state_dict(), resized)
+    assert torch.equal(build_clip(TINY, resized, image_size=size).visual.positional_embedding, table)
+
+
+def test_image_size_errors(tmp_path):
+    with pytest.raises(ValueError, match="multiple of its patch size 16"):
+        build_clip(TINY, image_size=300)
+    with pytest.raises(ValueError, match="pos_interpolation"):
+        build_clip(TINY, image_size=320, pos_interpolation="nearest")
 
 
 def test_pixel_stats():

@@ -87,6 +87,7 @@ def test_trainable_table_gets_gradients(fresh_tiny):
 
 def test_encode_image_and_embed_match_open_clip(tiny_clip):
     tower = CLIPVisionTower(tiny_clip.visual)
+    assert list(tower.state_dict()) == ["visual." + k for k in tiny_clip.visual.state_dict()]
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(tower.embed(x), tiny_clip.visual._embeds(x), atol=1e-6)
@@ -107,10 +108,81 @@ def test_taps_and_overrides(tiny_clip):
         out, taps = tower.run_blocks(x, taps=(0, 4, -1))
         assert torch.equal(out, ref) and torch.equal(taps[4], outs[4]) and torch.equal(taps[-1], ref)
         calls = []
-        out2, _ = tower.run_blocks(x, block_overrides={-1: lambda blk, y: calls.append(blk) or y})
-        assert calls == [blocks[8]] and torch.equal(out2, outs[7])
+        out2, _ = tower.run_blocks(x, block_overrides={-1: lambda blk, y, mask: calls.append((blk, mask)) or y})
+        assert calls == [(blocks[8], None)] and torch.equal(out2, outs[7])
+        # A partial run (start/stop) continues exactly where the first one stopped.
+        head, head_taps = tower.run_blocks(x, taps=(4,), stop=5)
+        tail, _ = tower.run_blocks(head, start=5)
+        assert torch.equal(head, outs[4]) and torch.equal(head_taps[4], outs[4]) and torch.equal(tail, ref)
     with pytest.raises(IndexError):
         tower.run_blocks(x, taps=(9,))
+    with pytest.raises(ValueError, match="outside the blocks run"):
+        tower.run_blocks(x, taps=(6,), stop=5)
+
+
+def test_attn_mask_reaches_blocks_and_overrides(tiny_clip):
+    tower = CLIPVisionTower(tiny_clip.visual)
+    x = tower.embed(torch.randn(1, 3, 64, 64)).detach()  # 1 + 16 tokens
+    mask = torch.full((17, 17), float("-inf")).fill_diagonal_(0.0)
+    mask[:, 0] = 0.0  # every token sees itself and the class token
+    blocks = tiny_clip.visual.transformer.resblocks
+    seen = []
+
+    def last(block, y, attn_mask):
+        seen.append(attn_mask)
+        return block(y, attn_mask=attn_mask)
+
+    with torch.no_grad():
+        ref = x
+        for b in blocks:
+            ref = b(ref, attn_mask=mask)
+        out, _ = tower.run_blocks(x, attn_mask=mask, block_overrides={-1: last})
+        assert seen == [mask] and torch.allclose(out, ref, atol=1e-6)
+        assert not torch.allclose(tower.run_blocks(x)[0], ref, atol=1e-3)
+        with pytest.raises(ValueError, match="additive float"):
+            tower.run_blocks(x, attn_mask=mask == 0)  # True means "attend" for SDPA but "blocked" for MHA
+        with pytest.raises(ValueError, match=r"\(17, 17\)"):
+            tower.run_blocks(x, attn_mask=mask[:5, :5])
+
+
+def test_pre_block_hook_replaces_deep_prompts(fresh_tiny):
+    """Cascade-CLIP's deep prompts: T prompt tokens inserted after the class token before block 0 and
+    replaced (not appended) by block i's own prompts before every block i."""
+    tower = CLIPVisionTower(fresh_tiny.visual)
+    blocks = fresh_tiny.visual.transformer.resblocks
+    n, t = len(blocks), 3
+    prompts = torch.randn(n, t, 64)
+    images = torch.randn(2, 3, 64, 96)
+    seen = []
+
+    def deep_prompts(i, x):
+        seen.append(i)
+        p = prompts[i].expand(x.shape[0], -1, -1)
+        return torch.cat([x[:, :1], p, x[:, 1 if i == 0 else 1 + t :]], dim=1)
+
+    with torch.no_grad():
+        x = tower.embed(images)
+        expected = torch.cat([x[:, :1], prompts[0].expand(2, -1, -1), x[:, 1:]], dim=1)
+        taps = {}
+        for i, block in enumerate(blocks):
+            expected = expected.clone()
+            expected[:, 1 : 1 + t] = prompts[i]
+            expected = block(expected)
+            taps[i] = expected
+        out, tapped = tower.run_blocks(x, taps=(2, -1), pre_block=deep_prompts)
+        assert seen == list(range(n))
+        assert out.shape == (2, 1 + t + 4 * 6, 64)
+        assert torch.allclose(out, expected, atol=1e-5) and torch.allclose(tapped[2], taps[2], atol=1e-5)
+        # Without replacement the prompts inserted before block 0 flow on: a different result.
+        appended, _ = tower.run_blocks(x, pre_block=lambda i, y: deep_prompts(i, y) if i == 0 else y)
+        assert not torch.allclose(appended, expected, atol=1e-3)
+        # forward(): the patch tokens stay last, so the dense map skips class and prompt tokens.
+        f = tower(images, pre_block=deep_prompts)
+        assert f.dense().shape == (2, 32, 4, 6)
+        assert torch.allclose(f.dense()[1, :, 2, 5], tower.project(expected)[1, 1 + t + 2 * 6 + 5], atol=1e-5)
+        seen.clear()
+        tower.run_blocks(x, pre_block=lambda i, y: seen.append(i) or y, start=2, stop=5)
+        assert seen == [2, 3, 4]
 
 
 def _quick_gelu(x):
