@@ -29,3 +29,8 @@ def create_ddp_model(model: nn.Module, *, fp16_compression: bool = False, **kwar
 
         ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
     return ddp
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP wrapper (the model itself when not wrapped)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
