@@ -5,16 +5,22 @@
 
 The output is a Detectron2 checkpoint (`{"model": state_dict}`) that `train.init_checkpoint=...`
 (and `--eval-only`) loads. `--list` prints the methods with a registered converter.
+
+The input must hold every key of the official layout (a missing key is an error that names it); one
+line reports what was converted and what was dropped on purpose, and why. The input is read with
+`torch.load(weights_only=True)`, which refuses files that pickle arbitrary Python objects (loading
+those can run code); `--unsafe-pickle` reads them anyway: use it only for files you trust.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
 import torch
 
-from ovseg_d2.checkpoint import convert_checkpoint, get_converter
+from ovseg_d2.checkpoint import CheckpointReadError, convert_checkpoint, get_converter
 
 METHODS = ("catseg", "cascade_clip", "tcl", "ovsegmentor", "sazs")
 
@@ -25,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, help="official checkpoint file")
     parser.add_argument("--output", type=Path, help="where to write the converted checkpoint")
     parser.add_argument("--list", action="store_true", help="list methods with a converter")
+    parser.add_argument(
+        "--unsafe-pickle",
+        action="store_true",
+        help="read the input with torch.load(weights_only=False): it may run code, only for trusted files",
+    )
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     if args.list:
         for method in METHODS:
@@ -37,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.method and args.input and args.output):
         parser.error("--method, --input and --output are required")
-    state_dict = convert_checkpoint(args.method, args.input)
+    try:
+        state_dict = convert_checkpoint(args.method, args.input, unsafe_pickle=args.unsafe_pickle)
+    except (CheckpointReadError, FileNotFoundError, KeyError, ValueError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": state_dict, "__author__": f"ovseg-d2 convert_checkpoint ({args.method})"}, args.output)
     print(f"wrote {len(state_dict)} tensors to {args.output}")

@@ -6,32 +6,51 @@
   python tools/train_net.py --config-file CFG --resume            # continue from the last checkpoint
   python tools/train_net.py --config-file CFG --num-gpus 2 train.device=cpu   # 2 CPU processes (gloo)
 
-Trailing `key=value` arguments override config entries (e.g. `train.max_iter=1000`,
-`dataloader.test_datasets='[ovseg_ade150_val,ovseg_pc59_val]'`). `--num-gpus` is the number of
-processes per machine; without CUDA the processes use the gloo backend on the CPU.
+`key=value` arguments override config entries (e.g. `train.max_iter=1000`,
+`dataloader.test_datasets='[ovseg_ade150_val,ovseg_pc59_val]'`); a key that is not in the config is
+an error (with a "did you mean"); add a new key on purpose with `+key=value`. Flags may come before or
+after the overrides. `--num-gpus` is the number of processes per machine; without CUDA the processes
+use the gloo backend on the CPU.
+
+Before anything runs, every name in `dataloader.test_datasets` and `dataloader.train.dataset_names`
+must be registered. `--eval-only` loads `train.init_checkpoint` strictly: missing, unexpected or
+mis-shaped keys are an error (`train.strict_load=False` loads the matching ones only), and evaluating
+without weights needs `train.init_checkpoint=none`. Training init from `train.init_checkpoint` is
+lenient and logs the keys it could not load.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import ovseg_d2.data  # noqa: F401  (registers the datasets)
-from ovseg_d2.engine import build_model, do_test, do_train, load_config
+from ovseg_d2.checkpoint import require_inference_weights
+from ovseg_d2.engine import build_model, do_test, do_train, load_config, load_model_weights
+from ovseg_d2.engine.config import check_dataset_names, parse_args_anywhere
 
 logger = logging.getLogger("ovseg_d2")
 
 
-def main(args) -> dict | None:
+def check_setup(args: argparse.Namespace) -> None:
+    """What can be wrong before a process starts: overrides, dataset names, eval-only weights."""
+    cfg = load_config(args.config_file, args.opts)
+    check_dataset_names(cfg)
+    if args.eval_only:
+        require_inference_weights(cfg.train.init_checkpoint)
+
+
+def main(args: argparse.Namespace) -> dict | None:
     cfg = load_config(args.config_file, args.opts)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="ovseg_d2")
     if args.eval_only:
         model = build_model(cfg)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        weights = require_inference_weights(cfg.train.init_checkpoint)
+        load_model_weights(model, weights, strict=cfg.train.get("strict_load", True))
         return do_test(cfg, model)
     do_train(cfg, resume=args.resume)
     if comm.is_main_process():
@@ -40,7 +59,8 @@ def main(args) -> dict | None:
 
 
 def invoke_main() -> None:
-    args = default_argument_parser(epilog=__doc__).parse_args()
+    args = parse_args_anywhere(default_argument_parser(epilog=__doc__))
+    check_setup(args)
     launch(
         main,
         args.num_gpus,

@@ -1,17 +1,32 @@
-"""Official-checkpoint converters: one registry, one converter per method.
+"""Checkpoints: strict/lenient weight loading (`loading`) and the official-checkpoint converters.
 
 A converter turns the state dict of a method's official release into the state dict of our model
 (our module names are ours; the mapping lives only in the converter). Methods register theirs in
-their own package: `@register_converter("catseg")`.
+their own package: `@register_converter("catseg")`. A converter checks the official file holds every
+key it expects (`check_expected_keys`) and logs one line saying what it converted and what it
+dropped and why (`conversion_summary`).
 """
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from detectron2.utils.registry import Registry
+
+from .loading import (
+    NO_WEIGHTS,
+    CheckpointMismatchError,
+    CheckpointReadError,
+    ModelCheckpointer,
+    UnsafeCheckpointError,
+    check_expected_keys,
+    format_key_groups,
+    load_checkpoint_file,
+    require_inference_weights,
+    summarize_incompatible,
+)
 
 CONVERTER_REGISTRY = Registry("CHECKPOINT_CONVERTER")
 CONVERTER_REGISTRY.__doc__ = "Functions (official_state_dict) -> state dict of our model."
@@ -63,11 +78,45 @@ def get_converter(method: str) -> Converter:
     return CONVERTER_REGISTRY.get(method)
 
 
-def convert_checkpoint(method: str, checkpoint: Any) -> StateDict:
-    """Convert an official checkpoint (a loaded object or a path) into our state dict."""
+def conversion_summary(method: str, num_official: int, num_converted: int, dropped: Mapping[str, Sequence[str]]) -> str:
+    """One line: "catseg: converted 299 of 302 official tensors; dropped 1 (unused by CAT-Seg): ..."
+    `dropped` maps the reason to the official keys dropped for it."""
+    parts = [f"{method}: converted {num_converted} of {num_official} official tensors"]
+    for reason, keys in dropped.items():
+        if keys:
+            names = ", ".join(keys) if len(keys) <= 2 else f"{keys[0]} and {len(keys) - 1} alike"
+            parts.append(f"dropped {len(keys)} ({reason}): {names}")
+    return "; ".join(parts)
+
+
+def convert_checkpoint(method: str, checkpoint: Any, *, unsafe_pickle: bool = False) -> StateDict:
+    """Convert an official checkpoint (a loaded object or a path) into our state dict.
+
+    A path is read with `torch.load(weights_only=True)`; `unsafe_pickle=True` (only for trusted
+    files) allows checkpoints that pickle arbitrary Python objects."""
     if isinstance(checkpoint, (str, Path)):
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"official checkpoint not found: {path}")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint_file(path, unsafe_pickle=unsafe_pickle)
     return get_converter(method)(extract_state_dict(checkpoint))
+
+
+__all__ = [
+    "CONVERTER_REGISTRY",
+    "NO_WEIGHTS",
+    "CheckpointMismatchError",
+    "CheckpointReadError",
+    "ModelCheckpointer",
+    "UnsafeCheckpointError",
+    "check_expected_keys",
+    "conversion_summary",
+    "convert_checkpoint",
+    "extract_state_dict",
+    "format_key_groups",
+    "get_converter",
+    "load_checkpoint_file",
+    "require_inference_weights",
+    "register_converter",
+    "summarize_incompatible",
+]
