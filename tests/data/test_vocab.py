@@ -12,6 +12,7 @@ from ovseg_d2.data.vocab import (
     fewshot_novel_classes,
     load_vocabulary,
     seen_classes,
+    split_synonyms,
     unseen_classes,
 )
 
@@ -59,6 +60,13 @@ def test_official_catseg_details():
     ade847 = load_vocabulary("ade847")
     assert ade847[:2] == ["wall", "building, edifice"]
     assert sum(", " in e for e in ade847) == 217
+
+
+def test_split_synonyms_verbatim():
+    assert split_synonyms("person, people, human") == ["person", "people", "human"]
+    assert split_synonyms("dog,puppy") == ["dog,puppy"]  # a bare "," does not split
+    assert split_synonyms("bed ") == ["bed "]  # kept verbatim: part of the benchmark prompt
+    assert split_synonyms("road,  street") == ["road", " street"]
 
 
 def test_display_names():

@@ -1,10 +1,11 @@
 """Class vocabularies and class splits, stored as JSON data next to this module.
 
 A vocabulary is a JSON list of class entries; an entry may hold synonyms separated by ", " (comma +
-space), the first being the display name. The lists are the ones the published numbers were
-obtained with (CAT-Seg's `datasets/*.json` where it has one), because the text prompts are part of
-the benchmark. `splits.json` holds the zero-shot unseen classes, the few-shot folds and the
-COCO-Stuff-171 -> COCO id mapping.
+space), the first being the display name. `split_synonyms` is the one parser of that format (the
+model-side `ovseg_d2.modeling.Vocabulary` and the registrations' display names both use it).
+The lists are the ones the published numbers were obtained with (CAT-Seg's `datasets/*.json` where
+it has one), because the text prompts are part of the benchmark. `splits.json` holds the zero-shot
+unseen classes, the few-shot folds and the COCO-Stuff-171 -> COCO id mapping.
 """
 from __future__ import annotations
 
@@ -45,13 +46,19 @@ def load_vocabulary(name: str) -> list[str]:
     return entries
 
 
+def split_synonyms(entry: str) -> list[str]:
+    """The synonyms of a class entry, split on ", " only ("dog,puppy" stays one name) and kept
+    verbatim: prompts are built from them as they are ("bed " -> "a photo of bed s.", as officially)."""
+    return entry.split(SYNONYM_SEPARATOR)
+
+
 def display_names(entries: Sequence[str], unique: bool = False) -> list[str]:
     """First synonym of each entry ("building, edifice" -> "building"); a bare "," does not split.
 
     With `unique`, entries whose first synonym is shared keep their whole text (ADE-847 has three
     "bag" and eight more such pairs), so per-class metrics keyed by name cannot collide.
     """
-    names = [entry.split(SYNONYM_SEPARATOR)[0] for entry in entries]
+    names = [split_synonyms(entry)[0] for entry in entries]
     if unique:
         counts = Counter(names)
         names = [n if counts[n] == 1 else e for n, e in zip(names, entries)]
@@ -86,8 +93,8 @@ def fewshot_classes(benchmark: str) -> list[str]:
 
 def fewshot_novel_classes(benchmark: str, fold: int, convention: str | None = None) -> list[int]:
     """Held-out class indices of `fold`. PASCAL-5i: contiguous 5f..5f+4. COCO-20i: "interleaved"
-    (default; c % 4 == f, PANet/HSNet/SAZS) or "contiguous" (20f..20f+19, PFENet); results under
-    the two COCO conventions are not comparable."""
+    (default; c % 4 == f: the FWB split, PFENet's "SPLIT COCO", used by HSNet/SAZS) or "contiguous"
+    (20f..20f+19, PANet's split); results under the two COCO conventions are not comparable."""
     spec = _fewshot_spec(benchmark)
     convention = convention or spec["default"]
     folds = spec["folds"]
@@ -121,7 +128,7 @@ def coco_stuff171_ids() -> list[int]:
 
 
 __all__ = [
-    "VOCABULARIES", "SYNONYM_SEPARATOR", "load_vocabulary", "display_names",
+    "VOCABULARIES", "SYNONYM_SEPARATOR", "load_vocabulary", "split_synonyms", "display_names",
     "unseen_classes", "seen_classes", "fewshot_classes", "fewshot_novel_classes",
     "fewshot_base_classes", "fewshot_default_convention", "coco_stuff171_ids",
 ]
