@@ -17,20 +17,25 @@ from torch import nn
 from ovseg_d2.clip import (
     CLIPTextTower,
     CLIPVisionTower,
-    TextEmbedder,
     build_clip,
     clip_pixel_stats,
     get_templates,
     get_tokenizer,
     value_projection,
 )
+from ovseg_d2.inference import InferencePolicy
 
 from .base import OpenVocabSegmentor
+from .text_classifiers import CLIPTextClassifier
+from .vocabulary import Vocabulary
 
 
-def maskclip_last_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def maskclip_last_block(
+    block: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """MaskCLIP: the last block reduced to its value path (no residual, no MLP), so each patch
-    embedding stays local yet lives in the space that `ln_post` + `proj` map to the text space."""
+    embedding stays local yet lives in the space that `ln_post` + `proj` map to the text space
+    (a `BlockOverride`; `attn_mask` is unused: no token attends to another)."""
     return block.ls_1(value_projection(block.attn, block.ln_1(x)))
 
 
@@ -44,6 +49,7 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
         clip_resolution: (H, W) the image is resized to before CLIP (None: keep the input size).
         head: "none" (training-free) or "conv" (trainable refinement of each similarity map).
         temperature: initial logit scale of the cosine similarities.
+        inference: the test procedure (`ovseg_d2.inference.InferencePolicy`; default: whole image).
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
         head_channels: int = 16,
         temperature: float = 50.0,
         ignore_value: int = 255,
+        inference: InferencePolicy | None = None,
     ) -> None:
         mean, std = clip_pixel_stats("openai")
         super().__init__(
@@ -67,6 +74,7 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
             train_class_names=train_class_names,
             test_class_names=test_class_names,
             ignore_value=ignore_value,
+            inference=inference,
         )
         if head not in ("none", "conv"):
             raise ValueError(f"head must be 'none' or 'conv', got {head!r}")
@@ -74,7 +82,7 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
         clip.requires_grad_(False)
         self.vision = CLIPVisionTower(clip.visual)
         self.text = CLIPTextTower(clip, get_tokenizer(clip_model))
-        self.text_embedder = TextEmbedder(self.text, get_templates(templates), synonyms="mean")
+        self.text_classifier = CLIPTextClassifier(self.text, get_templates(templates), synonyms="mean")
         self.clip_resolution = tuple(clip_resolution) if clip_resolution else None
         self.logit_scale = nn.Parameter(torch.tensor(float(temperature)).log(), requires_grad=head != "none")
         self.head = (
@@ -101,7 +109,7 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
         with torch.no_grad():
             features = self.vision(self.normalize(x), block_overrides={-1: maskclip_last_block})
             dense = F.normalize(features.dense(), dim=1)
-            text = self.text_embedder(class_names)
+            text = self.text_classifier(Vocabulary.from_entries(class_names))
         cosine = torch.einsum("bchw,nc->bnhw", dense, text.to(dense.dtype))
         logits = cosine * self.logit_scale.exp()
         if self.head is not None:
@@ -118,7 +126,7 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
         logits = F.interpolate(logits, size=targets.shape[-2:], mode="bilinear", align_corners=False)
         return {"loss_sem_seg": F.cross_entropy(logits, targets, ignore_index=self.ignore_value)}
 
-    def predict_image(self, image: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
-        logits = self.logits(image[None], class_names)
-        logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return logits[0].softmax(dim=0)
+    def predict_views(self, views: torch.Tensor, vocabulary: Vocabulary) -> torch.Tensor:
+        logits = self.logits(views, vocabulary.entries)
+        logits = F.interpolate(logits, size=views.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.softmax(dim=1)

@@ -5,7 +5,8 @@ dense CLIP vision tower (value-path last block with class-token residual, ln_pos
 token) with taps after two intermediate blocks -> transposed-conv upsampling of the taps (decoder
 guidance) -> cosine cost volume against the text embeddings of the vocabulary (one template, first
 synonym, text tower fine-tuned) -> :class:`CATSegAggregator` -> per-class logits at 1/4 of the CLIP
-input. Training: per-class BCE (see :mod:`.loss`). Testing: sigmoid, sliding window + global view.
+input. Training: per-class BCE (see :mod:`.loss`). Testing: sigmoid, the base class's test pipeline
+(official: sliding window + global view).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from ovseg_d2.clip import (
     OPENAI_CLIP_STD,
     CLIPTextTower,
     CLIPVisionTower,
-    TextEmbedder,
     apply_trainable_rules,
     build_clip,
     get_templates,
@@ -31,8 +31,8 @@ from ovseg_d2.clip import (
     split_attention_projections,
     value_path_block,
 )
-from ovseg_d2.inference import sliding_window_inference
-from ovseg_d2.modeling.base import OpenVocabSegmentor
+from ovseg_d2.inference import InferencePolicy
+from ovseg_d2.modeling import CLIPTextClassifier, OpenVocabSegmentor, Vocabulary
 
 from .aggregator import CATSegAggregator
 from .converter import OFFICIAL_PREFIX, convert_catseg_checkpoint
@@ -45,6 +45,8 @@ CLIP_PRESETS: dict[str, dict[str, Any]] = {
     "ViT-B/16": dict(clip_model="ViT-B-16-quickgelu", clip_resolution=(384, 384), tap_blocks=(3, 7)),
     "ViT-L/14@336": dict(clip_model="ViT-L-14-336-quickgelu", clip_resolution=(336, 336), tap_blocks=(7, 15)),
 }
+# Other spellings of a preset: the official yaml writes CLIP_PRETRAINED: "ViT-L/14@336px" (OpenAI's name).
+CLIP_PRESET_ALIASES: dict[str, str] = {"ViT-L/14@336px": "ViT-L/14@336"}
 
 _FINETUNE_MODES = ("attention", "full", "none")
 
@@ -65,9 +67,10 @@ class CATSeg(OpenVocabSegmentor):
         clip_finetune: "attention" (official: q and v projection weights of both towers), "full" or "none".
         templates: template set name (``ovseg_d2.clip.get_templates``) or a list of templates.
         train_pooling_size / test_pooling_size: class-aggregation pooling (official 2x2 / 1x1).
-        sliding_window: official test procedure (squash to ``sliding_resize``, ``window`` crops with
-            ``stride`` + one global view, one batched forward); False = plain path (whole padded image
-            squashed to the CLIP resolution).
+        sliding_window: the official test procedure (TEST.SLIDING_WINDOW), run by the base class as the
+            `InferencePolicy` squash to ``sliding_resize`` -> ``window`` crops with ``stride`` + one global
+            view (``global_view``), one batched forward; False = the plain path (the whole image, padded
+            to ``size_divisibility`` and squashed to the CLIP resolution, as one view).
         aggregator: keyword arguments of :class:`CATSegAggregator` other than the CLIP-derived widths.
     """
 
@@ -103,6 +106,11 @@ class CATSeg(OpenVocabSegmentor):
             test_class_names=test_class_names,
             size_divisibility=size_divisibility,
             ignore_value=ignore_value,
+            inference=InferencePolicy(
+                resize="squash", size=sliding_resize, window=window, stride=stride, global_view=global_view
+            )
+            if sliding_window
+            else InferencePolicy(),
         )
         if clip_finetune not in _FINETUNE_MODES:
             raise ValueError(f"clip_finetune must be one of {_FINETUNE_MODES}, got {clip_finetune!r}")
@@ -117,7 +125,7 @@ class CATSeg(OpenVocabSegmentor):
         self.templates = tuple(get_templates(templates) if isinstance(templates, str) else templates)
         if len(self.templates) != 1:
             raise ValueError("the official CAT-Seg code path supports exactly one template (P = 1)")
-        self.text_embedder = TextEmbedder(self.clip_text, self.templates, synonyms="first", keep_templates=False)
+        self.text_classifier = CLIPTextClassifier(self.clip_text, self.templates, synonyms="first")
 
         num_blocks = len(clip.visual.transformer.resblocks)
         if not all(0 <= i < num_blocks - 1 for i in tap_blocks):
@@ -150,11 +158,6 @@ class CATSeg(OpenVocabSegmentor):
         self.clip_finetune = clip_finetune
         self._set_trainable(clip_finetune)
 
-        self.sliding_window = sliding_window
-        self.window = window
-        self.stride = stride
-        self.sliding_resize = tuple(sliding_resize)
-        self.global_view = global_view
         self._register_load_state_dict_pre_hook(_convert_official_state_dict)
 
     # ------------------------------------------------------------------ setup
@@ -166,25 +169,46 @@ class CATSeg(OpenVocabSegmentor):
             for p in towers.parameters():
                 p.requires_grad_(mode == "full")
 
+    @property
+    def sliding_window(self) -> bool:
+        return self.inference.sliding
+
+    @property
+    def window(self) -> int | tuple[int, int] | None:
+        return self.inference.window
+
+    @property
+    def stride(self) -> int | tuple[int, int] | None:
+        return self.inference.stride
+
+    @property
+    def sliding_resize(self) -> tuple[int, int] | None:
+        return self.inference.size
+
     @classmethod
     def preset(cls, name: str) -> dict[str, Any]:
-        """Keyword arguments of an official CLIP setting: "ViT-B/16" or "ViT-L/14@336"."""
+        """Keyword arguments of an official CLIP setting: "ViT-B/16" or "ViT-L/14@336" (also "ViT-L/14@336px")."""
+        name = CLIP_PRESET_ALIASES.get(name, name)
+        if name not in CLIP_PRESETS:
+            known = sorted(CLIP_PRESETS) + sorted(CLIP_PRESET_ALIASES)
+            raise KeyError(f"unknown CAT-Seg CLIP preset {name!r}; known: {', '.join(known)}")
         return dict(CLIP_PRESETS[name])
 
     def train(self, mode: bool = True) -> "CATSeg":
         if mode:
-            self.text_embedder.clear_cache()
+            self.text_classifier.clear_cache()
         return super().train(mode)
 
     # ------------------------------------------------------------------ text
     def text_embeddings(self, class_names: Sequence[str]) -> Tensor:
         """``(N, P, E)`` L2-normalised class embeddings. Cached in eval mode (per vocabulary and weights);
         computed with gradients in training when the text tower is trained."""
+        vocabulary = Vocabulary.from_entries(class_names)
         if self.training:
-            emb = self.text_embedder(list(class_names))
+            emb = self.text_classifier(vocabulary)
         else:
             with torch.no_grad():
-                emb = self.text_embedder(list(class_names))
+                emb = self.text_classifier(vocabulary)
         return emb[:, None, :]
 
     # ------------------------------------------------------------------ image
@@ -224,48 +248,17 @@ class CATSeg(OpenVocabSegmentor):
         logits = self.predict_logits(images, self.train_class_names)
         return {"loss_sem_seg": catseg_bce_loss(logits, targets, self.ignore_value)}
 
-    def forward(self, batched_inputs: list[dict[str, Any]]):
-        if self.training:
-            return self.losses(batched_inputs)
-        outputs = []
-        for item in batched_inputs:
-            image = item["image"].to(self.device, non_blocking=True).float()
-            size = (item.get("height", image.shape[-2]), item.get("width", image.shape[-1]))
-            outputs.append({"sem_seg": self.inference(image, self.test_class_names, size)})
-        return outputs
+    def predict_views(self, views: Tensor, vocabulary: Vocabulary) -> Tensor:
+        """Sigmoid probabilities of the views, in float32 (views are merged in float32 under autocast).
 
-    def predict_image(self, image: Tensor, class_names: Sequence[str]) -> Tensor:
-        return self.inference(image, class_names, tuple(image.shape[-2:]))
-
-    def _view_probabilities(self, views: Tensor, class_names: Sequence[str]) -> Tensor:
-        logits = self.predict_logits(views, class_names).float()  # merge views in float32 under autocast
-        logits = F.interpolate(logits, size=views.shape[-2:], mode="bilinear", align_corners=False)
-        return logits.sigmoid()
-
-    def inference(self, image: Tensor, class_names: Sequence[str], output_size: Sequence[int]) -> Tensor:
-        """(3, H, W) 0-255 -> (N, *output_size) probabilities, by the official test procedure.
-
-        Sliding window: squash to ``sliding_resize`` (640x640), 384 crops at stride 256 plus the whole
-        image resized to 384 as a global view, ONE batched forward, logits -> bilinear to 384 -> sigmoid,
-        crops averaged by overlap count, (local + global) / 2, bilinear to ``output_size``.
-        Plain path: the padded image squashed to the CLIP resolution, sigmoid of the 1/4-resolution
-        logits resized straight to ``output_size`` (as officially: the padding is not cropped).
+        As officially, the sliding-window path resizes the logits to the view (384) before the sigmoid,
+        while the plain path takes the sigmoid of the 1/4-resolution logits, which the base class then
+        resizes straight to the output size (the padding is not cropped).
         """
-        output_size = (int(output_size[0]), int(output_size[1]))
+        logits = self.predict_logits(views, vocabulary.entries).float()
         if self.sliding_window:
-            probs = sliding_window_inference(
-                lambda views: self._view_probabilities(views, class_names),
-                image,
-                self.window,
-                self.stride,
-                global_view=self.global_view,
-                resize_to=self.sliding_resize,
-                output_size=output_size,
-            )
-        else:
-            probs = self.predict_logits(image[None], class_names).float().sigmoid()
-            probs = F.interpolate(probs, size=output_size, mode="bilinear", align_corners=False)[0]
-        return probs.float()  # float32 scores also under bf16/fp16 autocast
+            logits = F.interpolate(logits, size=views.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.sigmoid()
 
 
 def _convert_official_state_dict(state_dict: dict, prefix: str, *args: Any) -> None:

@@ -65,9 +65,12 @@ def test_overlap_counts():
 
 
 def test_global_view_blend_and_output_size():
-    """Crops predict 0, the global view predicts its own coordinates: the merged map is half the
-    upsampled global map; the global view is the ORIGINAL image resized to the window."""
-    image = torch.rand(3, 90, 130)
+    """Image = its column index x (a ramp, 48x96). The two 48x48 crops predict 0; the global view
+    predicts itself. The global view (96 -> 48 columns, bilinear, align_corners False) samples
+    source columns 2j + 0.5, a ramp again; upsampled back (48 -> 96: source x/2 - 0.25, clamped to
+    [0, 47]) it is x for 1 <= x <= 94, 0.5 at x = 0 and 94.5 at x = 95. Blended with the crops'
+    zeros at weight 0.5: x / 2, 0.25 and 47.25."""
+    image = torch.arange(96.0).expand(3, 48, 96)
     win = 48
 
     def predict(views):
@@ -75,12 +78,13 @@ def test_global_view_blend_and_output_size():
         out[-1] = views[-1]
         return out
 
-    out = sliding_window_inference(
-        predict, image, win, 32, global_view=True, resize_to=(96, 96), output_size=(90, 130)
-    )
-    global_view = F.interpolate(image[None], size=(win, win), mode="bilinear", align_corners=False)
-    expected = resize_to_original(0.5 * resize_to_original(global_view, (96, 96)), (90, 130))
-    torch.testing.assert_close(out, expected[0])
+    out = sliding_window_inference(predict, image, win, 48, global_view=True)
+    expected_row = torch.cat([torch.tensor([0.25]), torch.arange(1.0, 95.0) / 2, torch.tensor([47.25])])
+    torch.testing.assert_close(out, expected_row.expand(3, 48, 96))
+    # output_size 48x192 (source x/2 - 0.25): column 100 -> 49.75 -> 24.875; column 0 -> 0.25
+    resized = sliding_window_inference(predict, image, win, 48, global_view=True, output_size=(48, 192))
+    assert resized.shape == (3, 48, 192)
+    torch.testing.assert_close(resized[:, :, [0, 100]], torch.tensor([0.25, 24.875]).expand(3, 48, 2))
 
 
 def test_image_smaller_than_window_uses_whole_image():
