@@ -5,7 +5,8 @@ contains (at least `--min-area` pixels). As in HSNet's `splits/pascal/{trn,val}/
 file `fold<k>` lists the pairs whose class belongs to fold k; training for fold f concatenates
 the `trn` files of the other three folds (so it never sees a fold-f class), testing uses
 `val/fold<f>.txt`. Folds: PASCAL-5i fold f = classes 5f+1..5f+5; COCO-20i fold f = classes c with
-(c-1) % 4 == f (interleaved, HSNet/SAZS; not PFENet's contiguous blocks).
+(c-1) % 4 == f (interleaved: the FWB split, PFENet's `use_split_coco`, used by HSNet/SAZS; not
+PANet's contiguous blocks).
 
 - PASCAL: `VOCdevkit/VOC2012/fewshot_splits/{trn,val}/fold{0..3}.txt` from
   `SegmentationClassAug/<id>.png`; trn ids = trainaug (`ImageSets/SegmentationAug/train_aug.txt`)

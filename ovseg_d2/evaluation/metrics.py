@@ -1,4 +1,5 @@
-"""Semantic-segmentation metrics from a confusion matrix, under both published conventions.
+"""Semantic-segmentation metrics from a confusion matrix, under both published conventions, and
+the few-shot (1-way, per-class accumulated) IoUs of HSNet / SAZS.
 
 Kept separate from the evaluator so that the numbers can be recomputed offline from a saved
 `sem_seg_evaluation.pth` without Detectron2's dataset catalogs.
@@ -98,3 +99,43 @@ def harmonic_iou(seen: float, unseen: float) -> float:
     if seen + unseen == 0:
         return 0.0
     return 2 * seen * unseen / (seen + unseen)
+
+
+# ----------------------------------------------------------------------------- few-shot (1-way)
+
+def fewshot_areas(
+    pred: np.ndarray, gt: np.ndarray, ignore_label: int = 255, void_in_union: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection and union of one episode for k in (background 0, foreground 1), int64 (2,).
+
+    `pred` in {0, 1}; `gt` in {0, 1, ignore_label}. Void pixels are left out of both counts (HSNet);
+    with `void_in_union` the prediction is counted over all pixels, void included, as SAZS's
+    evaluator does (its masking of void writes into a copy), which lowers both IoUs.
+    """
+    valid = gt != ignore_label
+    inter = np.array([np.sum((pred == k) & (gt == k)) for k in (0, 1)], dtype=np.int64)
+    pred_area = np.array(
+        [np.sum(pred == k) if void_in_union else np.sum((pred == k) & valid) for k in (0, 1)],
+        dtype=np.int64,
+    )
+    gt_area = np.array([np.sum(gt == k) for k in (0, 1)], dtype=np.int64)
+    return inter, pred_area + gt_area - inter
+
+
+def summarize_fewshot(
+    inter: np.ndarray, union: np.ndarray, classes: Sequence[int], class_names: Sequence[str]
+) -> dict[str, float]:
+    """Few-shot metrics in percent from (2, C) intersections/unions summed over episodes per class.
+
+    `IoU-<name>` = foreground intersection / max(union, 1) of each class in `classes` (a class that
+    never had an episode counts as 0, as in HSNet); `mIoU` = their mean; `FB-IoU` = mean over
+    background and foreground of (intersection summed over `classes`) / (union summed likewise).
+    """
+    classes = list(classes)
+    fg_iou = inter[1, classes] / np.maximum(union[1, classes], 1)
+    summed_union = union[:, classes].sum(axis=1)
+    fb = inter[:, classes].sum(axis=1) / np.maximum(summed_union, 1)
+    res = {"mIoU": 100 * float(fg_iou.mean()), "FB-IoU": 100 * float(fb.mean())}
+    for c, iou in zip(classes, fg_iou):
+        res[f"IoU-{class_names[c]}"] = 100 * float(iou)
+    return res

@@ -24,8 +24,9 @@ from detectron2.utils.comm import all_gather, is_main_process, synchronize
 from detectron2.utils.file_io import PathManager
 from tabulate import tabulate
 
-from ovseg_d2.data.mappers import read_sem_seg
+from ovseg_d2.data.mappers import check_label_size, read_sem_seg
 
+from .fewshot_evaluator import FewShotEvaluator
 from .metrics import METRIC_CONVENTIONS, confusion_matrix, summarize
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
 
     Metadata keys (docs/architecture.md): `stuff_classes` (K scored classes), `ignore_label`,
     optional `prompt_to_class`, `unseen_classes`, `metric_convention` ("detectron2" default or
-    "mmseg"), `background_class`.
+    "mmseg"; the `metric_convention` argument, a method's choice, overrides it), `background_class`.
 
     Folding: when the model outputs one channel per prompt (P = len(prompt_to_class)), the predicted
     class is `prompt_to_class[argmax over prompts]`. On VOC-20b (20 VOC prompts + 39 background
@@ -52,6 +53,7 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
         output_dir: str | None = None,
         *,
         save_predictions: bool = False,
+        metric_convention: str | None = None,
     ) -> None:
         """
         Args:
@@ -60,6 +62,8 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
             output_dir: where `sem_seg_evaluation.pth` (and predictions json) are written.
             save_predictions: keep per-image RLE predictions and write `sem_seg_predictions.json`
                 (SemSegEvaluator's format); off by default because of its memory cost.
+            metric_convention: "detectron2" or "mmseg" (framework.md F); None = the dataset's
+                `metric_convention` metadata (default "detectron2").
         """
         self._dataset_name = dataset_name
         self._distributed = distributed
@@ -70,7 +74,7 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
         self._class_names: list[str] = list(meta.stuff_classes)
         self._num_classes = len(self._class_names)
         self._ignore_label = int(meta.ignore_label)
-        self._convention: str = meta.get("metric_convention", "detectron2")
+        self._convention: str = metric_convention or meta.get("metric_convention", "detectron2")
         if self._convention not in METRIC_CONVENTIONS:
             raise ValueError(
                 f"Dataset '{dataset_name}': metric_convention must be one of {METRIC_CONVENTIONS}, "
@@ -157,7 +161,9 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
             file_name = input["file_name"]
             pred = self._predicted_labels(output["sem_seg"], file_name)
             gt, gt_file = self._load_gt(file_name)
-            if pred.shape != gt.shape:
+            if "height" in input and "width" in input:  # the original image size (data error)
+                check_label_size(gt.shape, (input["height"], input["width"]), gt_file, file_name)
+            if pred.shape != gt.shape:  # the model's output size (model error)
                 raise ValueError(
                     f"Prediction for {file_name} has shape {pred.shape} but its ground truth "
                     f"{gt_file} has shape {gt.shape}"
@@ -239,18 +245,45 @@ class OpenVocabSemSegEvaluator(DatasetEvaluator):
 
 
 def build_evaluator(
-    dataset_name: str, output_dir: str | None = None, *, distributed: bool = True
+    dataset_name: str,
+    output_dir: str | None = None,
+    *,
+    distributed: bool = True,
+    metric_convention: str | None = None,
+    fewshot_void_in_union: bool = False,
 ) -> DatasetEvaluator:
-    """Evaluator for a dataset from its `evaluator_type`: "ovseg_sem_seg" (every dataset this project
-    registers) -> OpenVocabSemSegEvaluator; "sem_seg" (Detectron2 builtins) -> SemSegEvaluator."""
+    """Evaluator for a dataset from its `evaluator_type`: "ovseg_sem_seg" ->
+    OpenVocabSemSegEvaluator, "ovseg_fewshot" (PASCAL-5i / COCO-20i folds) -> FewShotEvaluator,
+    "sem_seg" (Detectron2 builtins) -> SemSegEvaluator.
+
+    The options are a method's evaluation choices, passed by `do_test` from the config's
+    `dataloader.evaluator`: `metric_convention` ("detectron2" / "mmseg", None = the dataset's)
+    for semantic segmentation; `fewshot_void_in_union` (SAZS's count) for few-shot folds.
+    """
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     if evaluator_type == "ovseg_sem_seg":
         return OpenVocabSemSegEvaluator(
-            dataset_name, distributed=distributed, output_dir=output_dir
+            dataset_name, distributed=distributed, output_dir=output_dir,
+            metric_convention=metric_convention,
+        )
+    if evaluator_type == "ovseg_fewshot":
+        if metric_convention is not None:
+            logger.info(
+                f"metric_convention={metric_convention!r} does not apply to the few-shot dataset "
+                f"'{dataset_name}' (mIoU / FB-IoU have one definition)"
+            )
+        return FewShotEvaluator(
+            dataset_name, distributed=distributed, output_dir=output_dir,
+            void_in_union=fewshot_void_in_union,
         )
     if evaluator_type == "sem_seg":
+        if metric_convention not in (None, "detectron2"):
+            raise ValueError(
+                f"Dataset '{dataset_name}' uses Detectron2's SemSegEvaluator, which only has the "
+                f"'detectron2' metric convention, not {metric_convention!r}"
+            )
         return SemSegEvaluator(dataset_name, distributed=distributed, output_dir=output_dir)
     raise NotImplementedError(
         f"No evaluator for dataset '{dataset_name}' with evaluator_type {evaluator_type!r} "
-        "(supported: 'ovseg_sem_seg', 'sem_seg')"
+        "(supported: 'ovseg_sem_seg', 'ovseg_fewshot', 'sem_seg')"
     )

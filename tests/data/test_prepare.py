@@ -585,12 +585,17 @@ def test_registered_fewshot(catalogs, tmp_path) -> None:
     make_fewshot(tmp_path)
     run("prepare_fewshot_splits", tmp_path)
     dataset_catalog, _ = catalogs
-    val0 = dataset_catalog.get("ovseg_pascal5i_fold0_val")
-    assert [(Path(d["file_name"]).name, d["class_id"]) for d in val0] == [("2007_000001.jpg", 0)]
+    val0 = dataset_catalog.get("ovseg_pascal5i_fold0_val")  # 1,000 episodes of the one val pair
+    assert len(val0) == 1000
+    assert {(Path(d["file_name"]).name, d["class_id"]) for d in val0} == {("2007_000001.jpg", 0)}
     train3 = dataset_catalog.get("ovseg_pascal5i_fold3_train")  # classes of folds 0-2
     assert {d["class_id"] for d in train3} == {2, 3, 6}
-    coco_val0 = dataset_catalog.get("ovseg_coco20i_fold0_val")
+    from ovseg_d2.data.datasets import COCO20I_LAYOUT, load_fewshot_records
+
+    coco_val0 = load_fewshot_records("coco", COCO20I_LAYOUT, "val", range(0, 80, 4))  # the pairs
     assert [(Path(d["file_name"]).name, d["class_id"]) for d in coco_val0] == [
         ("COCO_val2014_000000000009.jpg", 4)]
+    with pytest.raises(FileNotFoundError, match="have no pairs"):  # episodes draw from all 20
+        dataset_catalog.get("ovseg_coco20i_fold0_val")
     for d in dataset_catalog.get("ovseg_coco20i_fold1_train"):
         assert Path(d["file_name"]).is_file() and Path(d["sem_seg_file_name"]).is_file()

@@ -7,7 +7,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 import ovseg_d2.data  # noqa: F401  (registers)
-from ovseg_d2.data.datasets import DatasetNotPreparedError
+from ovseg_d2.data.datasets import COCO20I_LAYOUT, DatasetNotPreparedError, load_fewshot_records
 from ovseg_d2.data.datasets.builtin import register_all
 from ovseg_d2.data.mappers import read_sem_seg
 
@@ -161,7 +161,8 @@ def test_registration_is_lazy_and_follows_env(tmp_path, monkeypatch):
     assert len(DatasetCatalog.get("ovseg_voc20_val")) == 2
 
 
-def test_image_without_label_is_fine_but_label_without_image_fails(d2_root):
+def test_shared_voc_images_without_label_are_fine_but_label_without_image_fails(d2_root):
+    """VOC's JPEGImages holds every split; strict datasets: tests/data/test_dataset_errors.py."""
     _make_layout(d2_root, "ovseg_voc21_val")
     meta = MetadataCatalog.get("ovseg_voc21_val")
     _write_image(d2_root / meta.image_root / "extra.jpg")
@@ -189,8 +190,10 @@ def test_pascal5i_records_follow_hsnet(d2_root):
     _write_lists(d2_root, lists, "trn", {0: ["2007_000032__01", "2007_000033__05"],
                                          1: ["2007_000033__06"], 3: ["2008_000001__20"]})
     _write_lists(d2_root, lists, "val", {0: ["2007_000123__02"], 2: ["2007_000500__11"]})
-    val0 = DatasetCatalog.get("ovseg_pascal5i_fold0_val")
-    assert [(r["image_id"], r["class_id"]) for r in val0] == [("2007_000123__2", 1)]
+    val0 = DatasetCatalog.get("ovseg_pascal5i_fold0_val")  # 1,000 episodes of the one val pair
+    assert len(val0) == 1000 and {(r["image_id"], r["class_id"]) for r in val0} == {
+        ("2007_000123__2", 1)
+    }
     assert val0[0]["file_name"].endswith("VOCdevkit/VOC2012/JPEGImages/2007_000123.jpg")
     assert val0[0]["sem_seg_file_name"].endswith("SegmentationClassAug/2007_000123.png")
     train0 = DatasetCatalog.get("ovseg_pascal5i_fold0_train")
@@ -202,6 +205,11 @@ def test_pascal5i_records_follow_hsnet(d2_root):
     meta = MetadataCatalog.get("ovseg_pascal5i_fold2_val")
     assert meta.novel_classes == [10, 11, 12, 13, 14] and len(meta.base_classes) == 15
     assert meta.fold == 2 and meta.fold_convention == "contiguous" and len(meta.stuff_classes) == 20
+    assert meta.evaluator_type == "ovseg_fewshot" and meta.split_classes == meta.novel_classes
+    assert (meta.num_episodes, meta.shot, meta.episode_sampling) == (1000, 0, "sequential")
+    train_meta = MetadataCatalog.get("ovseg_pascal5i_fold2_train")
+    assert train_meta.evaluator_type == "ovseg_fewshot"
+    assert train_meta.split_classes == train_meta.base_classes
 
 
 def test_coco20i_conventions_and_dedup(d2_root):
@@ -212,19 +220,26 @@ def test_coco20i_conventions_and_dedup(d2_root):
     val_lines = {0: [pair.format(1), pair.format(5)], 1: [pair.format(2), pair.format(1)]}
     _write_lists(d2_root, lists, "val", val_lines)
     _write_lists(d2_root, lists, "trn", {})
-    inter = DatasetCatalog.get("ovseg_coco20i_fold0_val")
+    def pairs(convention: str, fold: int, split: str = "val") -> list[dict]:
+        meta = MetadataCatalog.get(f"ovseg_coco20i{convention}_fold{fold}_{split}")
+        return load_fewshot_records("x", COCO20I_LAYOUT, split, meta.split_classes)
+
+    inter = pairs("", 0)
     assert [r["class_id"] for r in inter] == [0, 4]
     assert inter[0]["file_name"].endswith("COCO2014/val2014/COCO_val2014_000000000042.jpg")
     assert inter[0]["sem_seg_file_name"].endswith(
         "COCO2014/annotations/val2014/COCO_val2014_000000000042.png"
     )
-    contiguous = DatasetCatalog.get("ovseg_coco20i_contiguous_fold0_val")
+    contiguous = pairs("_contiguous", 0)
     assert [r["class_id"] for r in contiguous] == [0, 4, 1]
     assert MetadataCatalog.get("ovseg_coco20i_fold1_val").fold_convention == "interleaved"
     contiguous1 = MetadataCatalog.get("ovseg_coco20i_contiguous_fold1_val")
     assert contiguous1.novel_classes == list(range(20, 40))
     with pytest.raises(DatasetNotPreparedError, match="no pairs"):
         DatasetCatalog.get("ovseg_coco20i_fold0_train")
+    # HSNet draws a COCO episode's class among all 20 of the fold: each needs pairs
+    with pytest.raises(DatasetNotPreparedError, match=r"'ovseg_coco20i_fold0_val': classes \[8, "):
+        DatasetCatalog.get("ovseg_coco20i_fold0_val")
 
 
 def test_malformed_pair_line(d2_root):

@@ -234,6 +234,8 @@ def test_build_evaluator(register):
     try:
         evaluator = build_evaluator(d2_name)
         assert type(evaluator) is SemSegEvaluator
+        with pytest.raises(ValueError, match="only has the 'detectron2' metric convention"):
+            build_evaluator(d2_name, metric_convention="mmseg")
     finally:
         DatasetCatalog.remove(d2_name)
         MetadataCatalog.remove(d2_name)
@@ -305,3 +307,56 @@ def test_save_predictions_writes_rle_json(register, tmp_path):
     expected = sum(len(np.unique(s.argmax(0).numpy())) for s in scores)
     assert len(predictions) == expected
     assert {p["file_name"] for p in predictions} == {r["file_name"] for r in records}
+
+
+# ----------------------------------------------------------------------------- per-config convention
+
+
+class _FixedPredictions(torch.nn.Module):
+    """A "model" returning stored scores for each input file (inference_on_dataset needs a Module)."""
+
+    def __init__(self, scores: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.scores = scores
+
+    def forward(self, batched_inputs):
+        return [{"sem_seg": self.scores[x["file_name"]]} for x in batched_inputs]
+
+
+@pytest.mark.parametrize(
+    "options,expected_miou",
+    [
+        (None, 75.0),  # the dataset's own convention (detectron2)
+        ({"metric_convention": "mmseg"}, 50.0),
+        ({"metric_convention": "detectron2"}, 75.0),
+    ],
+)
+def test_config_chooses_metric_convention(register, tmp_path, options, expected_miou):
+    """`dataloader.evaluator.metric_convention` (a method's reporting rule) overrides the dataset's.
+    GT [[0, 0], [1, 1]], prediction [[0, 2], [1, 1]]: IoU(0) = 1/2, IoU(1) = 1, class 2 predicted
+    but absent: left out (detectron2, mIoU 75) or counted as 0 (mmseg, mIoU 50)."""
+    from detectron2.config import LazyCall as L
+    from omegaconf import OmegaConf
+
+    from ovseg_d2.data.mappers import SemSegDatasetMapper, build_sem_seg_test_loader
+    from ovseg_d2.engine.train_loop import do_test
+
+    gt = np.array([[0, 0], [1, 1]])
+    name, records = register([gt], stuff_classes=["a", "b", "c"], ignore_label=255,
+                             metric_convention="detectron2")
+    image = Path(records[0]["file_name"])
+    Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(image)
+    pred = torch.nn.functional.one_hot(torch.tensor([[0, 2], [1, 1]]), 3).permute(2, 0, 1)
+    cfg = OmegaConf.create({
+        "dataloader": {
+            "test": L(build_sem_seg_test_loader)(
+                dataset_name=None, mapper=L(SemSegDatasetMapper)(is_train=False, augmentations=[])
+            ),
+            "test_datasets": [name],
+        },
+        "train": {"output_dir": str(tmp_path / "out")},
+    })
+    if options is not None:
+        cfg.dataloader.evaluator = options
+    results = do_test(cfg, _FixedPredictions({str(image): pred.float()}))
+    assert results[name]["sem_seg"]["mIoU"] == pytest.approx(expected_miou)

@@ -8,6 +8,8 @@ from typing import Any, Callable, Sequence
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 EVALUATOR_TYPE = "ovseg_sem_seg"
+FEWSHOT_EVALUATOR_TYPE = "ovseg_fewshot"
+_EXAMPLES = 3  # file names quoted in a "files without their pair" error
 
 
 def datasets_root() -> Path:
@@ -37,11 +39,15 @@ def load_sem_seg_records(
     prepare_hint: str = "",
     image_suffix: str | None = None,
     gt_suffix: str | None = None,
+    labels_for_all_images: bool = True,
 ) -> list[dict[str, Any]]:
     """Pair images and ground-truth maps by relative path without extension.
 
-    Unlike Detectron2's `load_sem_seg`, a missing folder or an image without its label map is an error
-    naming the dataset, the expected path and the preparation script, instead of a silent fallback.
+    Unlike Detectron2's `load_sem_seg`, a missing folder, a label map without its image, and (with
+    `labels_for_all_images`) an image without its label map are errors naming the dataset, how many
+    files lack their pair, the first few of them and the preparation script, instead of a silent
+    fallback or a silently smaller dataset. Pass `labels_for_all_images=False` only when the image
+    folder is shared by several splits (VOC's JPEGImages holds train, val and test images).
     `image_suffix` / `gt_suffix` (default "." + ext) are the file-name endings stripped before
     pairing, e.g. Cityscapes' "_leftImg8bit.png" and "_gtFine_labelTrainIds.png".
     """
@@ -60,16 +66,27 @@ def load_sem_seg_records(
         raise DatasetNotPreparedError(
             f"Dataset '{dataset_name}': no '*{gt_suffix}' ground truth under {gt_root}.{hint}"
         )
-    missing = sorted(set(labels) - set(images))
-    if missing:
+    without_image = sorted(set(labels) - set(images))
+    if without_image:
         raise DatasetNotPreparedError(
-            f"Dataset '{dataset_name}': {len(missing)} label maps under {gt_root} have no image "
-            f"'*{image_suffix}' under {image_root} (first: {missing[0]}).{hint}"
+            f"Dataset '{dataset_name}': {len(without_image)} label maps under {gt_root} have no "
+            f"image '*{image_suffix}' under {image_root}: {_examples(without_image, labels)}.{hint}"
+        )
+    without_label = sorted(set(images) - set(labels)) if labels_for_all_images else []
+    if without_label:
+        raise DatasetNotPreparedError(
+            f"Dataset '{dataset_name}': {len(without_label)} images under {image_root} have no "
+            f"label map '*{gt_suffix}' under {gt_root}: {_examples(without_label, images)}.{hint}"
         )
     return [
         {"file_name": str(images[key]), "sem_seg_file_name": str(labels[key]), "image_id": key}
         for key in sorted(labels)
     ]
+
+
+def _examples(keys: list[str], files: dict[str, Path]) -> str:
+    more = f", ... ({len(keys) - _EXAMPLES} more)" if len(keys) > _EXAMPLES else ""
+    return ", ".join(str(files[k]) for k in keys[:_EXAMPLES]) + more
 
 
 def register_sem_seg_dataset(
@@ -85,6 +102,8 @@ def register_sem_seg_dataset(
     loader: Callable[[], list[dict[str, Any]]] | None = None,
     image_suffix: str | None = None,
     gt_suffix: str | None = None,
+    labels_for_all_images: bool = True,
+    evaluator_type: str = EVALUATOR_TYPE,
     **metadata: Any,
 ) -> None:
     """Register `name` in DatasetCatalog (lazy: nothing is read until the dataset is used) and set its
@@ -92,7 +111,8 @@ def register_sem_seg_dataset(
     `datasets_root()` at load time, so $DETECTRON2_DATASETS may be set after import.
 
     `loader`, when given, replaces the default image/label pairing (e.g. few-shot episode lists);
-    `image_suffix` / `gt_suffix` are passed to `load_sem_seg_records`.
+    `image_suffix`, `gt_suffix` and `labels_for_all_images` are passed to `load_sem_seg_records`.
+    `evaluator_type` selects the evaluator (`ovseg_d2.evaluation.build_evaluator`).
     """
 
     def resolve(path: str | Path) -> Path:
@@ -106,6 +126,7 @@ def register_sem_seg_dataset(
             name, resolve(image_root), resolve(gt_root),
             image_ext=image_ext, gt_ext=gt_ext, prepare_hint=prepare_hint,
             image_suffix=image_suffix, gt_suffix=gt_suffix,
+            labels_for_all_images=labels_for_all_images,
         )
 
     if name in DatasetCatalog.list():
@@ -116,7 +137,7 @@ def register_sem_seg_dataset(
     MetadataCatalog.get(name).set(
         stuff_classes=list(stuff_classes),
         ignore_label=ignore_label,
-        evaluator_type=EVALUATOR_TYPE,
+        evaluator_type=evaluator_type,
         image_root=str(image_root),
         sem_seg_root=str(gt_root),
         gt_ext=gt_ext,

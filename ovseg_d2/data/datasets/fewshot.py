@@ -1,4 +1,4 @@
-"""Few-shot fold datasets (PASCAL-5i, COCO-20i) as one record per (image, class) pair.
+"""Few-shot fold datasets (PASCAL-5i, COCO-20i): (image, class) pairs and seeded test episodes.
 
 Layout (relative to $DETECTRON2_DATASETS; written by `datasets/prepare_fewshot_splits.py`):
 
@@ -15,8 +15,11 @@ A list line is `<image path relative to the image root, no extension>__<class, 1
 fold k). The four files of a split are read together and the pairs filtered by class: a fold's
 training set keeps its base classes, its validation set its novel classes. For PASCAL this equals
 HSNet (train = trn files of the other folds, val = val/fold f, same order); for COCO it lets HSNet's
-per-fold pickles (converted to text, duplicates allowed) serve both the interleaved and the
-PFENet-contiguous convention.
+per-fold pickles (converted to text, duplicates allowed) serve both the interleaved folds (c % 4 ==
+f: the FWB split, PFENet's `use_split_coco`, used by HSNet/SAZS) and PANet's contiguous blocks.
+
+Test sets are episodes (`sample_episodes`): a query pair, its class, and `shot` support images of
+that class, drawn the way HSNet (and SAZS, with shot 0) draw them, 1,000 per fold.
 """
 from __future__ import annotations
 
@@ -24,9 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from .common import DatasetNotPreparedError, datasets_root
 
 NUM_FOLD_FILES = 4
+NUM_TEST_EPISODES = 1000  # per fold, HSNet / SAZS
+EPISODE_SAMPLINGS = ("sequential", "class_uniform")
 _SPLIT_DIRS = {"train": "trn", "val": "val"}
 
 
@@ -106,3 +113,87 @@ def load_fewshot_records(
         }
         for image_id, cls in pairs
     ]
+
+
+def sample_episodes(
+    pairs: Sequence[dict[str, Any]],
+    classes: Sequence[int],
+    *,
+    num_episodes: int = NUM_TEST_EPISODES,
+    shot: int = 0,
+    seed: int = 0,
+    sampling: str = "sequential",
+) -> list[dict[str, Any]]:
+    """`num_episodes` test episodes from the (image, class) `pairs` of one fold.
+
+    sampling "sequential" (HSNet's PASCAL-5i): episode i queries pair i mod N, in list order.
+    sampling "class_uniform" (HSNet's COCO-20i): a class uniformly from `classes` (in that order),
+    then a query uniformly from that class's pairs.
+    Each of the `shot` supports is drawn uniformly from the images of the episode's class, a draw
+    equal to the query being redrawn (supports may repeat each other, as in HSNet). All draws come
+    from one `np.random.RandomState(seed)` in HSNet's order and call form (`choice(n, 1,
+    replace=False)`), so seed 0 reproduces HSNet / SAZS episodes after their `fix_randseed(0)`.
+
+    Returns the query records with `episode_id` (0..num_episodes-1) and `support` (list of
+    `{file_name, sem_seg_file_name, image_id}`); `class_id` and the query's files are the pair's.
+    """
+    if sampling not in EPISODE_SAMPLINGS:
+        raise ValueError(f"episode sampling must be one of {EPISODE_SAMPLINGS}, got {sampling!r}")
+    if not pairs:
+        raise ValueError("cannot sample episodes from an empty list of pairs")
+    by_class: dict[int, list[dict[str, Any]]] = {}
+    for pair in pairs:
+        by_class.setdefault(pair["class_id"], []).append(pair)
+    if sampling == "class_uniform":
+        empty = [c for c in classes if c not in by_class]
+        if empty:
+            raise ValueError(f"classes {empty} have no pairs to draw episodes from")
+    rng = np.random.RandomState(seed)
+
+    def draw(items: Sequence[Any]) -> Any:
+        return items[int(rng.choice(len(items), 1, replace=False)[0])]
+
+    episodes = []
+    for episode_id in range(num_episodes):
+        if sampling == "sequential":
+            query = pairs[episode_id % len(pairs)]
+        else:
+            query = draw(by_class[draw(list(classes))])
+        episode = dict(query, episode_id=episode_id, support=[])
+        candidates = by_class[query["class_id"]]
+        if shot and all(c["file_name"] == query["file_name"] for c in candidates):
+            raise ValueError(
+                f"class {query['class_id']} has no image other than the query "
+                f"{query['file_name']} to draw {shot} support(s) from"
+            )
+        while len(episode["support"]) < shot:
+            support = draw(candidates)
+            if support["file_name"] != query["file_name"]:
+                episode["support"].append(
+                    {k: support[k] for k in ("file_name", "sem_seg_file_name", "image_id")}
+                )
+        episodes.append(episode)
+    return episodes
+
+
+def load_fewshot_episodes(
+    dataset_name: str,
+    layout: FewShotLayout,
+    classes: Sequence[int],
+    *,
+    num_episodes: int = NUM_TEST_EPISODES,
+    shot: int = 0,
+    seed: int = 0,
+    sampling: str = "sequential",
+    prepare_hint: str = "",
+) -> list[dict[str, Any]]:
+    """The val pairs of `classes` (`load_fewshot_records`) drawn into episodes
+    (`sample_episodes`)."""
+    pairs = load_fewshot_records(dataset_name, layout, "val", classes, prepare_hint=prepare_hint)
+    try:
+        return sample_episodes(
+            pairs, classes, num_episodes=num_episodes, shot=shot, seed=seed, sampling=sampling
+        )
+    except ValueError as err:
+        hint = f" Prepare it with: {prepare_hint}" if prepare_hint else ""
+        raise DatasetNotPreparedError(f"Dataset '{dataset_name}': {err}.{hint}") from err

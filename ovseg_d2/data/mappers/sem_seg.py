@@ -8,10 +8,9 @@ import numpy as np
 import torch
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from .io import read_sem_seg
+from .io import check_label_size, read_image, read_sem_seg
 from .transforms import PhotometricDistortion
 
 Augmentations = Sequence[T.Augmentation | T.Transform]
@@ -105,10 +104,14 @@ class SemSegDatasetMapper:
 
     def __call__(self, dataset_dict: dict[str, Any]) -> dict[str, Any]:
         record = copy.deepcopy(dataset_dict)
-        image = utils.read_image(record["file_name"], format=self.image_format)
+        image = read_image(record["file_name"], format=self.image_format)
         record.setdefault("height", image.shape[0])
         record.setdefault("width", image.shape[1])
         sem_seg = self._read_labels(record) if self.is_train else None
+        if sem_seg is not None:
+            check_label_size(
+                sem_seg.shape, image.shape, record["sem_seg_file_name"], record["file_name"]
+            )
         aug_input = T.AugInput(image, sem_seg=sem_seg)
         self.augmentations(aug_input)
         record["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
