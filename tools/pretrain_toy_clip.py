@@ -2,7 +2,8 @@
 """Toy world -> tiny CLIP -> retrieval report, each stage cached:
 
 1. generate the toy world under OUTPUT/toy_world (tools/make_toy_world.py; skipped where it exists);
-2. pretrain the tiny CLIP with tools/train_net.py and configs/toy/clip_pretrain.py, then export it as
+2. pretrain the tiny CLIP with tools/train_net.py and configs/toy/clip_pretrain.py (captions streamed
+   from the world's webdataset shards), then export it as
    an open_clip checkpoint OUTPUT/tiny_clip.pt (skipped if that file exists);
 3. load it with `ovseg_d2.clip.build_clip(configs/toy/tiny_clip.json, weights=...)`, as every method
    will, and report zero-shot image-to-text retrieval top-1 over the 30 class prompts on the held-out
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from ovseg_d2.clip import build_clip, get_tokenizer
-from ovseg_d2.data.toy import ToyWorldConfig, generate_toy_world
+from ovseg_d2.data.toy import ToyWorldConfig, ToyWorldLayout, generate_toy_world
 from ovseg_d2.data.toy.retrieval import evaluate_retrieval
 from ovseg_d2.modeling.contrastive_clip import export_clip_checkpoint
 
@@ -45,7 +46,7 @@ def pretrain(world: Path, run_dir: Path, overrides: list[str]) -> None:
     spinning while waiting, which keeps small-matrix training fast on a busy machine."""
     cmd = [
         sys.executable, str(REPO / "tools/train_net.py"), "--config-file", str(CONFIG), "--num-gpus", "1",
-        f"dataloader.train.dataset.root={world}", f"train.output_dir={run_dir}", *overrides,
+        f"dataloader.train.shards={ToyWorldLayout(world).shard_dir}", f"train.output_dir={run_dir}", *overrides,
     ]
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     subprocess.run(cmd, check=True, cwd=REPO, env=env)

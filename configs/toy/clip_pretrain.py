@@ -1,31 +1,34 @@
-# Contrastive pretraining of the toy world's tiny CLIP (ovseg_d2.modeling.ContrastiveCLIP, open_clip's
-# ClipLoss) on the toy captions; tools/pretrain_toy_clip.py runs it, exports the open_clip checkpoint
-# and reports zero-shot retrieval.
+# Contrastive pretraining of the toy world's tiny CLIP (ovseg_d2.modeling.ContrastiveCLIP, symmetric
+# InfoNCE) on the toy captions, streamed from the world's webdataset shards (the same loader as TCL's
+# CC3M+CC12M); tools/pretrain_toy_clip.py runs it, exports the open_clip checkpoint and reports
+# zero-shot retrieval.
 #   python tools/train_net.py --config-file configs/toy/clip_pretrain.py --num-gpus 1 \
-#       dataloader.train.dataset.root=output/toy_world train.output_dir=output/toy/clip_pretrain
+#       dataloader.train.shards=$PWD/output/toy/toy_world/shards train.output_dir=output/toy/clip_pretrain
+# `shards` relative paths resolve against $DETECTRON2_DATASETS (default: the default toy world's).
 # The captions name all 30 classes, unseen ones included: this is the "web-scale" pretraining of the
 # open-vocabulary premise; only the segmentation masks (toy_seen_train) are restricted to seen classes.
+from pathlib import Path
+
 from detectron2.config import LazyCall as L
-from detectron2.data import build_detection_train_loader
 from omegaconf import OmegaConf
 
-from ovseg_d2.data.image_text import ImageTextMapper
-from ovseg_d2.data.toy import load_toy_dataset
+from ovseg_d2.data.image_text import ImageTextMapper, build_image_text_train_loader
 from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP
 
 from ..common.optim import AdamW as optimizer
 from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
 
-model = L(ContrastiveCLIP)(clip_model="configs/toy/tiny_clip.json", clip_weights=None)
+# The CLIP config is named relative to this file, so the config works from any working directory.
+model = L(ContrastiveCLIP)(clip_model=str(Path(__file__).with_name("tiny_clip.json")), clip_weights=None)
 
 dataloader = OmegaConf.create()
-dataloader.train = L(build_detection_train_loader)(
-    dataset=L(load_toy_dataset)(name="toy_captions_train", root="output/toy_world"),
+dataloader.train = L(build_image_text_train_loader)(
+    shards="toy_world/shards",
     # image_size = vision_cfg.image_size of tiny_clip.json; a mild crop keeps every captioned object.
     mapper=L(ImageTextMapper)(image_size=48, is_train=True, scale=(0.8, 1.0), hflip=False),
     total_batch_size=32,
-    aspect_ratio_grouping=False,
+    shuffle_buffer=2000,  # half the toy world: raw JPEG bytes, a few MB
     num_workers=0,
 )
 dataloader.test_datasets = []  # retrieval is evaluated on the exported CLIP (tools/pretrain_toy_clip.py)

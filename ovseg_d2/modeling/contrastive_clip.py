@@ -1,8 +1,9 @@
 """Contrastive CLIP pretraining as a Detectron2 meta-architecture (the toy world's "web-scale" CLIP).
 
 `ContrastiveCLIP` wraps an open_clip `CLIP` built by `ovseg_d2.clip.build_clip` and trains it with
-open_clip's `ClipLoss` on `{"image", "caption"}` dicts (ovseg_d2.data.image_text.ImageTextMapper), so
-the standard trainer (tools/train_net.py) pretrains it. `export_clip_checkpoint` turns the trainer's
+the shared symmetric InfoNCE (`ovseg_d2.modeling.contrastive`) on `{"image", "caption"}` dicts
+(ovseg_d2.data.image_text: the streaming loader and `ImageTextMapper`), so the standard trainer
+(tools/train_net.py) pretrains it. `export_clip_checkpoint` turns the trainer's
 checkpoint into an open_clip-format file (`{"state_dict": clip_sd}`) that `build_clip(config,
 weights=path)` loads exactly like released CLIP weights.
 """
@@ -15,12 +16,13 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY
-from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
-from open_clip.loss import ClipLoss
 from torch import nn
 
+from ovseg_d2.checkpoint import load_checkpoint_file
 from ovseg_d2.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_clip, get_tokenizer
+
+from .contrastive import symmetric_info_nce
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp of the learnt temperature
 
@@ -29,8 +31,8 @@ MAX_LOGIT_SCALE = 100.0  # CLIP's clamp of the learnt temperature
 class ContrastiveCLIP(nn.Module):
     """Image-text contrastive training of an open_clip CLIP.
 
-    Training: `forward(batched_inputs)` -> `{"loss_contrastive": symmetric InfoNCE}` over the batch
-    (all ranks' features gathered with gradients, as open_clip does with `--gather-with-grad`).
+    Training: `forward(batched_inputs)` -> `{"loss_contrastive": symmetric InfoNCE}` of the local
+    images and captions against all ranks' (gathered with gradients).
     Eval: `[{"image_embedding": (E,) L2-normalised}]` per image; `encode_text` embeds captions.
     Images are resized to the CLIP's input size if the mapper did not already produce it. Training
     logs the temperature to the event storage, so it runs inside a Detectron2 `EventStorage`.
@@ -51,7 +53,6 @@ class ContrastiveCLIP(nn.Module):
         self.image_size: tuple[int, int] = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
-        self.loss = ClipLoss(gather_with_grad=True, rank=comm.get_rank(), world_size=comm.get_world_size())
 
     @property
     def device(self) -> torch.device:
@@ -82,7 +83,7 @@ class ContrastiveCLIP(nn.Module):
         text_features = self.encode_text([x["caption"] for x in batched_inputs])
         logit_scale = self.clip.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
         get_event_storage().put_scalar("clip/logit_scale", logit_scale.item())
-        return {"loss_contrastive": self.loss(image_features, text_features, logit_scale)}
+        return {"loss_contrastive": symmetric_info_nce(image_features, text_features, logit_scale)}
 
 
 def clip_state_dict(model_state: dict[str, torch.Tensor], prefix: str = "clip.") -> dict[str, torch.Tensor]:
@@ -96,7 +97,7 @@ def clip_state_dict(model_state: dict[str, torch.Tensor], prefix: str = "clip.")
 def export_clip_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Write the CLIP of a trainer checkpoint (`{"model": ContrastiveCLIP state}`) as an open_clip
     checkpoint `{"state_dict": clip_sd}`, atomically (a reader never sees a partial file)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(checkpoint)
     sd = clip_state_dict(state.get("model", state))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -4,13 +4,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.events import EventStorage
+from torch import nn
 
-from ovseg_d2.clip import build_clip, get_tokenizer
+from ovseg_d2.clip import build_clip
+from ovseg_d2.data.toy import CLASS_NAMES, UNSEEN_CLASS_IDS
 from ovseg_d2.data.toy.retrieval import evaluate_retrieval
 from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP, export_clip_checkpoint
 
@@ -70,12 +73,37 @@ def test_export_loads_like_released_weights(micro_clip_json: Path, tmp_path: Pat
         assert torch.equal(clip.state_dict()[name], value), name
 
 
-def test_retrieval_report(micro_clip_json: Path, toy_root: Path) -> None:
-    clip = build_clip(micro_clip_json)
-    result = evaluate_retrieval(clip, get_tokenizer(micro_clip_json), toy_root, progress=False)
-    assert result["num_images"] == 30 and result["chance"] == pytest.approx(100 / 30)
-    for key in ("top1", "top1_seen", "top1_unseen"):
-        assert 0.0 <= result[key] <= 100.0
+class _OracleCLIP(nn.Module):
+    """A stand-in CLIP whose k-th encoded image scores class `predictions[k]` highest (the retrieval
+    images cycle through the classes, image k showing class k % 30)."""
+
+    def __init__(self, predictions: list[int]) -> None:
+        super().__init__()
+        self.visual = SimpleNamespace(image_size=16)
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives the evaluation a device
+        self.predictions, self.seen = predictions, 0
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
+        return torch.eye(len(tokens), len(CLASS_NAMES))
+
+    def encode_image(self, images: torch.Tensor, normalize: bool) -> torch.Tensor:
+        picked = self.predictions[self.seen:self.seen + len(images)]
+        self.seen += len(images)
+        return torch.nn.functional.one_hot(torch.tensor(picked), len(CLASS_NAMES)).float()
+
+
+def test_retrieval_report_scores_seen_and_unseen_separately(toy_root: Path, toy_config) -> None:
+    """Right on every seen-class image, wrong (the next class) on every unseen-class one."""
+    n = toy_config.num_retrieval
+    truth = [k % len(CLASS_NAMES) for k in range(n)]
+    predictions = [c if c not in UNSEEN_CLASS_IDS else (c + 1) % len(CLASS_NAMES) for c in truth]
+    tokenizer = lambda texts: torch.zeros(len(texts), 1, dtype=torch.long)  # noqa: E731
+    result = evaluate_retrieval(_OracleCLIP(predictions), tokenizer, toy_root, batch_size=7, progress=False)
+    num_unseen = sum(c in UNSEEN_CLASS_IDS for c in truth)
+    assert num_unseen == 6 and n == 30  # the tiny world shows each class once
+    assert result["top1"] == pytest.approx(100 * 24 / 30)
+    assert result["top1_seen"] == 100.0 and result["top1_unseen"] == 0.0
+    assert result["chance"] == pytest.approx(100 / 30) and result["num_images"] == 30
 
 
 def test_pretrain_config_trains_and_exports(registered_toy_root: Path, tmp_path: Path) -> None:
@@ -85,7 +113,7 @@ def test_pretrain_config_trains_and_exports(registered_toy_root: Path, tmp_path:
     repo = Path(__file__).resolve().parents[2]
     cfg = load_config(
         str(repo / "configs/toy/clip_pretrain.py"),
-        [f"dataloader.train.dataset.root={registered_toy_root}", "dataloader.train.total_batch_size=4",
+        [f"dataloader.train.shards={registered_toy_root / 'shards'}", "dataloader.train.total_batch_size=4",
          "train.max_iter=2", "train.device=cpu", f"train.output_dir={tmp_path}", "train.log_period=1"],
     )
     cfg.model.clip_model = str(repo / cfg.model.clip_model)

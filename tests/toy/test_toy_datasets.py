@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import webdataset as wds
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ovseg_d2.data import SemSegDatasetMapper, read_sem_seg
-from ovseg_d2.data.image_text import ImageTextMapper, load_image_text_records, read_record_image
+from ovseg_d2.data.image_text import ImageTextMapper, ImageTextStream, load_jsonl_records, read_record_image
 from ovseg_d2.data.toy import CLASS_NAMES, SEEN_CLASS_IDS, SEEN_CLASS_NAMES, UNSEEN_CLASS_IDS, ToyWorldConfig
 
 
@@ -47,12 +48,18 @@ def test_jsonl_and_shards_hold_the_same_pairs(
     registered_toy_root: Path, toy_config: ToyWorldConfig
 ) -> None:
     jsonl = DatasetCatalog.get("toy_captions_train")
-    shards = DatasetCatalog.get("toy_captions_train_wds")
+    # shards are streamed, never listed; one in-order pass of the stream gives their records
+    with pytest.raises(TypeError, match="streamed"):
+        DatasetCatalog.get("toy_captions_train_wds")
+    source = MetadataCatalog.get("toy_captions_train_wds").source
+    shards = list(ImageTextStream(
+        mapper=dict, shards=source, shuffle_buffer=0, resampled=False, seed=0, rank=0, world_size=1
+    ))
     assert len(jsonl) == len(shards) == toy_config.num_train
     assert MetadataCatalog.get("toy_captions_train").dataset_type == "image_text"
     for a, b in zip(jsonl, shards):
         assert a["caption"] == b["caption"]
-        assert np.array_equal(read_record_image(a), read_record_image(b))
+        assert np.array_equal(np.asarray(read_record_image(a)), np.asarray(read_record_image(b)))
     # the shards are also plain webdataset (TCL's reader)
     urls = [str(p) for p in sorted((registered_toy_root / "shards").glob("*.tar"))]
     samples = list(wds.WebDataset(urls, shardshuffle=False).decode("rgb8"))
@@ -61,7 +68,7 @@ def test_jsonl_and_shards_hold_the_same_pairs(
 
 
 def test_image_text_mapper(registered_toy_root: Path, toy_config: ToyWorldConfig) -> None:
-    records = load_image_text_records(registered_toy_root / "captions/val.jsonl", registered_toy_root)
+    records = load_jsonl_records(registered_toy_root / "captions/val.jsonl", registered_toy_root)
     assert len(records) == toy_config.num_val
     for is_train in (True, False):
         out = ImageTextMapper(32, is_train=is_train, hflip=True)(records[0])

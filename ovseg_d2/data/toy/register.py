@@ -6,7 +6,7 @@
 | `toy_train_all`          | train images; all 30 classes (the supervised upper bound)               |
 | `toy_val`                | val images; all 30 classes, `unseen_classes` -> seen/unseen/hIoU        |
 | `toy_captions_train`     | train image-caption pairs from the JSON-lines meta file                 |
-| `toy_captions_train_wds` | the same pairs from the webdataset shards                               |
+| `toy_captions_train_wds` | the same pairs as webdataset shards (streamed: MetadataCatalog only)    |
 | `toy_captions_val`       | val image-caption pairs (JSON lines)                                    |
 
 Background is ignore (255), as in VOC-20 / PC-59: only the 30 object classes are scored.
