@@ -35,6 +35,20 @@ if ! "$PY" -c "import detectron2" 2>/dev/null; then
   fi
 fi
 
+# Fonts for demo overlays (ovseg_d2/utils/visualization.py): Noto for Latin/Greek/Cyrillic and CJK,
+# Symbola for emoji. Optional: without them labels fall back to DejaVu Sans (with a warning).
+FONT_PACKAGES="fonts-noto-core fonts-noto-cjk fonts-symbola"
+if command -v fc-list >/dev/null && fc-list | grep "NotoSansCJK-Regular" >/dev/null; then  # no -q: pipefail
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "[install_env] demo fonts: apt-get install $FONT_PACKAGES"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $FONT_PACKAGES >/dev/null; } \
+    || echo "[install_env] WARNING: could not install $FONT_PACKAGES; demo labels fall back to DejaVu Sans"
+else
+  echo "[install_env] WARNING: Noto fonts missing; for CJK/emoji class names in demo overlays run" \
+    "sudo apt-get install $FONT_PACKAGES (labels fall back to DejaVu Sans)"
+fi
+
 echo "[install_env] ovseg-d2 (editable)"
 pipi --no-deps --no-build-isolation -e "$ROOT"
 "$PY" -c "import torch, detectron2, open_clip, ovseg_d2; print('[install_env] ok: torch', torch.__version__, '| detectron2', detectron2.__version__, '| open_clip', open_clip.__version__)"

@@ -2,6 +2,8 @@
 # with a tiny CLIP (configs/toy/tiny_clip.json: patch 4, 3 blocks) and narrow aggregator widths.
 #   python tools/train_net.py --config-file configs/catseg/catseg_toy.py model.clip_weights=PATH train.device=cpu
 # 96x96 toy images -> CLIP at 96 -> 24x24 grid (Swin window 12 as in the paper) -> 96x96 logits.
+from pathlib import Path
+
 from detectron2.config import LazyCall as L
 
 from ovseg_d2.data.metadata import prompt_classes
@@ -14,7 +16,7 @@ from ..toy.data import dataloader
 
 model = L(CATSeg)(
     train_class_names=L(prompt_classes)(dataset_name="${dataloader.train.dataset_names}"),
-    clip_model="configs/toy/tiny_clip.json",
+    clip_model=str(Path(__file__).parents[1] / "toy/tiny_clip.json"),  # independent of the working directory
     clip_weights=None,
     clip_resolution=(96, 96),
     tap_blocks=(0, 1),  # the last of the 3 blocks is the dense value-path block

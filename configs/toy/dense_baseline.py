@@ -1,7 +1,10 @@
 # The minimal open-vocabulary baseline (ovseg_d2.modeling.DenseCLIPBaseline): frozen CLIP dense
 # patch-text cosine similarity + a small trainable conv head, on the toy world's seen classes.
 #   python tools/train_net.py --config-file configs/toy/dense_baseline.py model.clip_weights=PATH
-# `model.head="none"` gives the training-free (MaskCLIP-style) baseline: evaluate it with --eval-only.
+# `model.head="none"` gives the training-free (MaskCLIP-style) baseline: evaluate it with
+# `--eval-only train.init_checkpoint=none` (no checkpoint: the CLIP weights come from model.clip_weights).
+from pathlib import Path
+
 from detectron2.config import LazyCall as L
 
 from ovseg_d2.data.metadata import prompt_classes
@@ -13,7 +16,7 @@ from ..common.train import train
 from .data import dataloader
 
 model = L(DenseCLIPBaseline)(
-    clip_model="configs/toy/tiny_clip.json",
+    clip_model=str(Path(__file__).with_name("tiny_clip.json")),  # independent of the working directory
     clip_weights=None,
     train_class_names=L(prompt_classes)(dataset_name="${dataloader.train.dataset_names}"),
     templates="simple",

@@ -1,13 +1,15 @@
-"""The stages of the main job `make demo` (tools/run_demo.py -> ovseg_d2/engine/toy_demo.py) on a tiny
+"""The stages of the main job `make demo` (tools/run_demo.py -> ovseg_d2/data/toy/demo.py) on a tiny
 96x96 toy world with a randomly initialised tiny CLIP (configs/toy/tiny_clip.json, the demo's CLIP):
 
-- the training-free dense baseline reports the five demo metrics;
-- CAT-Seg trains (without evaluating during training: EvalHook would duplicate the reported
-  evaluation), reports the same metrics, and a second call reuses the cached model_final.pth;
-- the overlays are image | prediction | ground truth mosaics of the first validation images.
+- the training-free dense baseline and the trained CAT-Seg report exactly the metrics of their own
+  predictions on toy_val, recomputed here from a confusion matrix (detectron2's convention: a class
+  counts where it has ground truth);
+- CAT-Seg trains without evaluating during training (EvalHook would duplicate the reported
+  evaluation), and a second call reuses the cached model_final.pth;
+- the overlays are image | prediction | ground truth | legend mosaics, upscaled 4x.
 
 The datasets are found as in tools/run_demo.py: the default `toy_*` registration, resolved under
-$DETECTRON2_DATASETS/toy_world when a dataset is loaded.
+$DETECTRON2_DATASETS/toy_world when a dataset is loaded; the configs work from any directory.
 """
 from __future__ import annotations
 
@@ -19,11 +21,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, detection_utils
+from detectron2.config import instantiate
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
+from torch import nn
 
-from ovseg_d2.data.toy import ToyWorldConfig, generate_toy_world, register_toy_world
-from ovseg_d2.engine.toy_demo import evaluate_baseline, train_and_evaluate_catseg, write_overlays
+from ovseg_d2.data.mappers import read_image, read_sem_seg
+from ovseg_d2.data.toy import UNSEEN_CLASS_IDS, ToyWorldConfig, generate_toy_world, register_toy_world
+from ovseg_d2.data.toy.demo import (
+    CATSEG_CONFIG,
+    baseline_config,
+    evaluate_baseline,
+    train_and_evaluate_catseg,
+    write_overlays,
+)
+from ovseg_d2.engine import build_model, load_config
 from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP, export_clip_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,10 +46,37 @@ WORLD = ToyWorldConfig(num_train=8, num_val=4, num_retrieval=30, image_size=96, 
 MAX_ITER = 2
 
 
-def _assert_metrics(metrics: dict[str, float]) -> None:
-    assert set(metrics) == METRIC_KEYS, metrics
-    for key, value in metrics.items():
-        assert isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 100.0, (key, metrics)
+@torch.no_grad()
+def _metrics_of_predictions(model: nn.Module, mapper_cfg) -> dict[str, float]:
+    """mIoU, seen / unseen mIoU, hIoU and pixel accuracy of `model` on toy_val, from a numpy
+    confusion matrix of its argmax predictions (ignore pixels excluded; a class's IoU counts where the
+    class has ground truth)."""
+    meta = MetadataCatalog.get("toy_val")
+    num_classes = len(meta.stuff_classes)
+    model.eval().set_vocabulary(meta.get("prompt_classes", meta.stuff_classes))
+    mapper = instantiate(mapper_cfg)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for record in DatasetCatalog.get("toy_val"):
+        prediction = model([mapper(dict(record))])[0]["sem_seg"].argmax(0).numpy().ravel()
+        gt = read_sem_seg(record["sem_seg_file_name"]).ravel()
+        keep = gt != meta.ignore_label
+        np.add.at(confusion, (gt[keep], prediction[keep]), 1)
+    tp = np.diag(confusion)
+    has_gt = confusion.sum(1) > 0
+    iou = tp / np.maximum(confusion.sum(1) + confusion.sum(0) - tp, 1)
+    unseen = np.isin(np.arange(num_classes), list(UNSEEN_CLASS_IDS))
+    seen_miou, unseen_miou = 100 * iou[has_gt & ~unseen].mean(), 100 * iou[has_gt & unseen].mean()
+    return {
+        "mIoU": 100 * iou[has_gt].mean(), "mIoU-seen": seen_miou, "mIoU-unseen": unseen_miou,
+        "hIoU": 2 * seen_miou * unseen_miou / (seen_miou + unseen_miou) if seen_miou + unseen_miou else 0.0,
+        "pACC": 100 * tp.sum() / confusion.sum(),
+    }
+
+
+def _assert_metrics_equal(reported: dict[str, float], expected: dict[str, float]) -> None:
+    assert set(reported) == set(expected), reported
+    for key, value in expected.items():
+        assert reported[key] == pytest.approx(value, abs=1e-6), (key, reported, expected)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +93,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DETECTRON2_DATASETS", str(output))  # as tools/run_demo.py does
-        mp.chdir(REPO)  # the configs name the CLIP config relative to the repository root
+        mp.chdir(output)  # the stages work from any directory
         register_toy_world()  # the default registration (another test may have pointed it elsewhere)
         # One intra-op thread: small ops on a shared 2-core machine (see tests/catseg/conftest.py).
         torch.set_num_threads(1)
@@ -74,6 +113,13 @@ def catseg(demo):
     return SimpleNamespace(output_dir=output_dir, model=model, metrics=metrics)
 
 
+@pytest.mark.parametrize("config", ["toy/dense_baseline.py", "toy/clip_pretrain.py", "catseg/catseg_toy.py"])
+def test_configs_do_not_depend_on_the_working_directory(config: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(str(REPO / "configs" / config), [])
+    assert Path(cfg.model.clip_model).is_file(), cfg.model.clip_model
+
+
 def test_world_is_found_through_detectron2_datasets(demo) -> None:
     assert len(DatasetCatalog.get("toy_val")) == WORLD.num_val
     assert len(DatasetCatalog.get("toy_seen_train")) == WORLD.num_train
@@ -81,13 +127,15 @@ def test_world_is_found_through_detectron2_datasets(demo) -> None:
         assert Path(record["file_name"]).is_relative_to(demo.output / "toy_world")
 
 
-def test_baseline_reports_the_demo_metrics(demo) -> None:
+def test_baseline_reports_the_metrics_of_its_predictions(demo) -> None:
     metrics = evaluate_baseline(demo.weights, demo.output / "baseline")
-    _assert_metrics(metrics)
+    cfg = baseline_config(demo.weights, demo.output / "baseline")
+    _assert_metrics_equal(metrics, _metrics_of_predictions(build_model(cfg), cfg.dataloader.test.mapper))
 
 
 def test_catseg_trains_without_evaluating_during_training(catseg) -> None:
-    _assert_metrics(catseg.metrics)
+    mapper_cfg = load_config(str(CATSEG_CONFIG), []).dataloader.test.mapper
+    _assert_metrics_equal(catseg.metrics, _metrics_of_predictions(catseg.model, mapper_cfg))
     checkpoint = torch.load(catseg.output_dir / "model_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["iteration"] == MAX_ITER - 1
     records = [json.loads(line) for line in (catseg.output_dir / "metrics.json").read_text().splitlines()]
@@ -109,18 +157,19 @@ def test_catseg_second_call_reuses_the_cached_model(demo, catseg) -> None:
     assert metrics == catseg.metrics  # the same weights, deterministic evaluation
 
 
-def test_overlays_are_image_prediction_ground_truth(catseg) -> None:
+def test_overlays_are_upscaled_image_prediction_ground_truth_legend(catseg) -> None:
     count = 3
     out = catseg.output_dir.parent / "overlays"  # as tools/run_demo.py: OUTPUT/overlays
     paths = write_overlays(catseg.model, out, count)
     records = DatasetCatalog.get("toy_val")[:count]
     assert [p.name for p in paths] == [f"{Path(r['file_name']).stem}.png" for r in records]
     assert sorted(out.glob("*.png")) == sorted(paths)
-    size = WORLD.image_size
+    side, gap = 4 * WORLD.image_size, 4  # 96 px drawn 4x (nearest), panels 4 px apart
     for path, record in zip(paths, records):
         mosaic = np.asarray(Image.open(path).convert("RGB"))
-        assert mosaic.shape == (size, 3 * size, 3), path
-        image = detection_utils.read_image(record["file_name"], format="RGB")
-        assert np.array_equal(mosaic[:, :size], image)  # left panel: the image itself
-        # The ground truth panel has objects drawn over the image.
-        assert not np.array_equal(mosaic[:, 2 * size:], image)
+        # + the legend (taller than the image when many classes are predicted: panels padded below)
+        assert mosaic.shape[0] >= side and mosaic.shape[1] > 3 * (side + gap), path
+        image = read_image(record["file_name"], format="RGB").repeat(4, 0).repeat(4, 1)
+        assert np.array_equal(mosaic[:side, :side], image)  # left panel: the image itself
+        truth = mosaic[:side, 2 * (side + gap): 2 * (side + gap) + side]
+        assert not np.array_equal(truth, image)  # the ground truth panel has objects drawn over it

@@ -1,5 +1,7 @@
-"""Stages of the toy-world demo (tools/run_demo.py): baseline evaluation, CAT-Seg training and
-evaluation, overlays. Each stage reuses its cached result in its output folder."""
+"""Stages of the toy-world demo (tools/run_demo.py, `make demo`): baseline evaluation, CAT-Seg
+training and evaluation, overlays. Each stage reuses its cached result in its output folder.
+
+Demo orchestration, kept next to the toy world it runs on (not imported by `ovseg_d2.data.toy`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,31 +12,36 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils
+from omegaconf import DictConfig
 from torch import nn
 
-from ovseg_d2.data.mappers import read_sem_seg
-from ovseg_d2.utils.visualization import draw_sem_seg_overlay, save_side_by_side
+from ovseg_d2.data.mappers import read_image, read_sem_seg
+from ovseg_d2.engine import build_model, do_test, do_train, load_config
+from ovseg_d2.utils.visualization import render_segmentation, save_image
 
-from .train_loop import build_model, do_test, do_train, load_config
-
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BASELINE_CONFIG = REPO / "configs/toy/dense_baseline.py"
 CATSEG_CONFIG = REPO / "configs/catseg/catseg_toy.py"
 VAL_DATASET = "toy_val"
+METRICS = ("mIoU", "mIoU-seen", "mIoU-unseen", "hIoU", "pACC")
 
 
 def _metrics(results: dict[str, Any]) -> dict[str, float]:
     sem_seg = results[VAL_DATASET]["sem_seg"]
-    return {k: float(sem_seg[k]) for k in ("mIoU", "mIoU-seen", "mIoU-unseen", "hIoU", "pACC")}
+    return {k: float(sem_seg[k]) for k in METRICS}
 
 
-def evaluate_baseline(clip_weights: str, output_dir: Path) -> dict[str, float]:
-    """The training-free MaskCLIP-style baseline: the floor on unseen classes."""
-    cfg = load_config(str(BASELINE_CONFIG), [
+def baseline_config(clip_weights: str, output_dir: Path) -> DictConfig:
+    """configs/toy/dense_baseline.py without its head: the training-free MaskCLIP-style baseline."""
+    return load_config(str(BASELINE_CONFIG), [
         "model.head=none", f"model.clip_weights={clip_weights}", f"train.output_dir={output_dir}",
         f"dataloader.test_datasets=[{VAL_DATASET}]",
     ])
+
+
+def evaluate_baseline(clip_weights: str, output_dir: Path) -> dict[str, float]:
+    """The training-free baseline's metrics on toy_val: the floor on unseen classes."""
+    cfg = baseline_config(clip_weights, output_dir)
     model = build_model(cfg).eval()
     return _metrics(do_test(cfg, model))
 
@@ -61,8 +68,9 @@ def train_and_evaluate_catseg(
 
 @torch.no_grad()
 def write_overlays(model: nn.Module, output_dir: Path, count: int) -> list[Path]:
-    """image | prediction | ground truth for the first `count` validation images. Background is not a
-    class of the toy benchmark (ignored, as in VOC-20): it is left undrawn in both panels."""
+    """image | prediction | ground truth | legend for the first `count` validation images, upscaled
+    (the images are 96 px). Background is not a class of the toy benchmark (ignored, as in VOC-20):
+    it is left undrawn ("unlabeled") in both panels."""
     meta = MetadataCatalog.get(VAL_DATASET)
     names = list(meta.stuff_classes)
     model.eval()
@@ -71,13 +79,10 @@ def write_overlays(model: nn.Module, output_dir: Path, count: int) -> list[Path]
     paths = []
     for record in DatasetCatalog.get(VAL_DATASET)[:count]:
         scores = model([mapper(dict(record))])[0]["sem_seg"]
-        image = detection_utils.read_image(record["file_name"], format="RGB")
+        image = read_image(record["file_name"], format="RGB")
         gt = read_sem_seg(record["sem_seg_file_name"])
         prediction = scores.argmax(0).cpu().numpy()
         prediction = np.where(gt == meta.ignore_label, meta.ignore_label, prediction)
-        path = output_dir / f"{Path(record['file_name']).stem}.png"
-        save_side_by_side(
-            image, draw_sem_seg_overlay(image, prediction, names), draw_sem_seg_overlay(image, gt, names), path=path
-        )
-        paths.append(path)
+        mosaic = render_segmentation(image, [prediction, gt], ["CAT-Seg", "truth"], names)
+        paths.append(save_image(mosaic, output_dir / f"{Path(record['file_name']).stem}.png"))
     return paths
