@@ -40,3 +40,6 @@ dataloader.test = L(build_sem_seg_test_loader)(
     num_workers=2,
 )
 dataloader.test_datasets = ["ovseg_coco_stuff171_val"]
+# Evaluation options of the method (keywords of ovseg_d2.evaluation.build_evaluator):
+# metric_convention None = each dataset's own, "mmseg" / "detectron2" = the method's reporting rule.
+dataloader.evaluator = dict(metric_convention=None)

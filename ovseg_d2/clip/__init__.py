@@ -1,5 +1,6 @@
-"""CLIP towers on open_clip: building and weight loading, the dense any-resolution vision tower, the
-text tower with cached vocabulary embeddings, prompt templates and selective fine-tuning."""
+"""CLIP towers on open_clip: building and weight loading, the dense any-resolution ViT token runner
+(open_clip and timm ViTs), the text tower, prompt templates and selective fine-tuning (vocabulary
+embeddings built on the text tower: `ovseg_d2.modeling.text_classifiers`)."""
 
 from .build import build_clip, get_model_config, get_tokenizer, load_clip_weights, read_state_dict
 from .constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_pixel_stats
@@ -12,8 +13,17 @@ from .finetune import (
     split_qkv_state_dict,
 )
 from .templates import available_templates, get_templates
-from .text import CLIPTextTower, TextEmbedder, embed_vocabulary, split_synonyms
-from .visual import CLIPVisionTower, VisualFeatures, interpolate_positional_embedding, tokens_to_map
+from .text import CLIPTextTower
+from .visual import (
+    BlockOverride,
+    CLIPVisionTower,
+    PreBlockHook,
+    TimmViTTower,
+    ViTTokenRunner,
+    VisualFeatures,
+    interpolate_positional_embedding,
+    tokens_to_map,
+)
 
 __all__ = [
     "build_clip",
@@ -37,10 +47,11 @@ __all__ = [
     "available_templates",
     "get_templates",
     "CLIPTextTower",
-    "TextEmbedder",
-    "embed_vocabulary",
-    "split_synonyms",
+    "BlockOverride",
     "CLIPVisionTower",
+    "PreBlockHook",
+    "TimmViTTower",
+    "ViTTokenRunner",
     "VisualFeatures",
     "interpolate_positional_embedding",
     "tokens_to_map",

@@ -1,20 +1,44 @@
-"""Training machinery: LazyConfig train/test loops, optimizer param groups, CPU-capable DDP."""
-from .ddp import create_ddp_model
-from .predictor import OpenVocabPredictor, parse_vocabulary
-from .optimizer import build_optimizer, build_param_groups, lr_factor_by_prefix
-from .train_loop import build_model, do_test, do_train, load_config, resolve_device, test_vocabulary
+"""Training machinery: LazyConfig train/test loops, hooks, optimizer param groups, CPU-capable DDP."""
+from .ddp import create_ddp_model, unwrap
+from .hooks import (
+    BestMetricCheckpointer,
+    EMAHook,
+    ModelEMA,
+    ModelStepHook,
+    TrainableSchedule,
+    load_ema_weights,
+)
+from .predictor import OpenVocabPredictor
+from .optimizer import build_optimizer, build_param_groups, lr_factor_by_prefix, parameters_matching
+from .train_loop import (
+    build_model,
+    do_test,
+    do_train,
+    load_config,
+    load_model_weights,
+    resolve_device,
+    test_vocabulary,
+)
 
 __all__ = [
+    "BestMetricCheckpointer",
     "build_model",
     "build_optimizer",
     "build_param_groups",
     "create_ddp_model",
     "do_test",
     "do_train",
+    "EMAHook",
     "load_config",
+    "load_ema_weights",
+    "load_model_weights",
     "lr_factor_by_prefix",
+    "ModelEMA",
+    "ModelStepHook",
     "OpenVocabPredictor",
-    "parse_vocabulary",
+    "parameters_matching",
     "resolve_device",
     "test_vocabulary",
+    "TrainableSchedule",
+    "unwrap",
 ]

@@ -220,7 +220,7 @@ def test_trainable_parameters_follow_official_rule():
 def test_text_cache_per_vocabulary_and_invalidation():
     model = tiny_model().eval()
     images = torch.rand(1, 3, 192, 192) * 255
-    emb = model.text_embedder
+    emb = model.text_classifier
     with torch.no_grad():
         model.predict_logits(images, ["cat", "dog"])
         model.predict_logits(images, ["cat", "dog"])

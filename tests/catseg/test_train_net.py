@@ -44,7 +44,6 @@ def _env(datasets_root: Path) -> dict[str, str]:
 
 
 def _train_net(flags: list[str], overrides: list[str], datasets_root: Path) -> subprocess.CompletedProcess:
-    # detectron2's flags (--num-gpus, --eval-only) must come before the key=value overrides.
     return subprocess.run(
         [sys.executable, "tools/train_net.py", "--config-file", CONFIG, *flags, *overrides],
         env=_env(datasets_root), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -170,7 +169,7 @@ def test_eval_only_reports_every_benchmark(
 ) -> None:
     proc = _train_net(
         ["--eval-only"],
-        ["train.device=cpu", f"train.output_dir={tmp_path}",
+        ["train.device=cpu", f"train.output_dir={tmp_path}", "train.init_checkpoint=none",  # random weights
          f"dataloader.test_datasets=[{','.join(EVAL_DATASETS)}]"],
         benchmark_root,
     )

@@ -11,7 +11,6 @@ import torch
 from ovseg_d2.clip import (
     CLIPTextTower,
     CLIPVisionTower,
-    TextEmbedder,
     build_clip,
     clip_pixel_stats,
     get_templates,
@@ -19,6 +18,7 @@ from ovseg_d2.clip import (
     self_attention_only_block,
     value_path_block,
 )
+from ovseg_d2.modeling import CLIPTextClassifier, Vocabulary
 
 GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden"
 
@@ -42,7 +42,9 @@ def test_catseg_dense_features_and_text(tmp_path):
 
     tokenizer = get_tokenizer("tiny-vit-p16-w64")
     assert torch.equal(tokenizer(case["prompts"]).int(), case["tokens"].int())
-    text = TextEmbedder(CLIPTextTower(clip, tokenizer), get_templates("catseg"), synonyms="first")(case["class_names"])
+    text = CLIPTextClassifier(CLIPTextTower(clip, tokenizer), get_templates("catseg"), synonyms="first")(
+        Vocabulary.from_entries(case["class_names"])
+    )
     assert (text - case["text_embeds"]).abs().max() < 1e-5
 
     tower = CLIPVisionTower(clip.visual, pos_interpolation="bicubic")
@@ -62,8 +64,8 @@ def test_tcl_dense_features_and_text():
     case = cases["a_dense"]
     assert tuple(cases["templates"]) == get_templates("tcl_custom")
     with torch.no_grad():
-        text = TextEmbedder(CLIPTextTower(clip, get_tokenizer("tiny-tcl")), get_templates("tcl_custom"))(
-            cases["class_names"]  # includes "bed " -> "a photo of bed s."
+        text = CLIPTextClassifier(CLIPTextTower(clip, get_tokenizer("tiny-tcl")), get_templates("tcl_custom"))(
+            Vocabulary.from_entries(cases["class_names"])  # includes "bed " -> "a photo of bed s."
         )
     assert (text - case["text_emb"]).abs().max() < 1e-5
 

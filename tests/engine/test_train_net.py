@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from detectron2.engine import launch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -97,8 +99,24 @@ def test_eval_only_reports_metrics(
     voc_root: Path, tmp_path: Path, tiny_baseline_overrides: list[str]
 ) -> None:
     env = {**os.environ, "DETECTRON2_DATASETS": str(voc_root)}
-    args = tiny_baseline_overrides + [f"train.output_dir={tmp_path}", "model.head=none", "--eval-only"]
+    # The training-free baseline: evaluated without a checkpoint, which must be said explicitly.
+    args = tiny_baseline_overrides + [
+        f"train.output_dir={tmp_path}", "model.head=none", "train.init_checkpoint=none", "--eval-only"
+    ]
     proc = _run_train_net(args, env)
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out
-    assert "ovseg_voc20_val" in out and "mIoU" in out
+    saved = torch.load(tmp_path / "inference" / "ovseg_voc20_val" / "sem_seg_evaluation.pth", weights_only=True)
+    conf = saved["conf_matrix"].numpy()  # [prediction, ground truth], last row/column = ignored
+    # Every ground-truth pixel of the miniature is counted exactly once, in its own class's column.
+    gt_dir = voc_root / "VOCdevkit" / "VOC2012" / "annotations_detectron2" / "val"
+    labels = np.concatenate([np.asarray(Image.open(p)).ravel() for p in sorted(gt_dir.glob("*.png"))])
+    assert conf.shape == (21, 21)
+    for cls in range(20):
+        assert conf[:, cls].sum() == (labels == cls).sum(), cls
+    assert conf[:, 20].sum() == (labels == 255).sum()
+    # mIoU follows from the matrix (detectron2 convention: only classes present in the ground truth).
+    present = [c for c in range(20) if conf[:, c].sum() > 0]
+    assert present == [0, 1]
+    ious = [conf[c, c] / (conf[c, :20].sum() + conf[:20, c].sum() - conf[c, c]) for c in present]
+    assert saved["metrics"]["mIoU"] == pytest.approx(100 * float(np.mean(ious)), abs=1e-6)
