@@ -15,10 +15,9 @@ import json
 import sys
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 
 import ovseg_d2.data  # noqa: F401  (registers the datasets)
-from ovseg_d2.engine import build_model, load_config
+from ovseg_d2.engine import build_model, load_config, load_model_weights
 from ovseg_d2.engine.profiling import benchmark_inference, synthetic_record, synthetic_vocabulary
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config_file, args.opts)
     model = build_model(cfg)
     if args.weights:
-        DetectionCheckpointer(model).load(args.weights)
+        load_model_weights(model, args.weights, strict=True)  # a partial load would time another model
     record = synthetic_record(cfg, args.height, args.width)
     result = benchmark_inference(
         model, record, synthetic_vocabulary(args.num_classes),
