@@ -7,7 +7,7 @@ CLIP stays frozen and a class-agnostic conv head refines each class's similarity
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +27,7 @@ from ovseg_d2.inference import InferencePolicy
 
 from .base import OpenVocabSegmentor
 from .text_classifiers import CLIPTextClassifier
-from .vocabulary import Vocabulary
+from .vocabulary import Vocabulary, VocabularyOverride
 
 
 def maskclip_last_block(
@@ -66,6 +66,7 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
         temperature: float = 50.0,
         ignore_value: int = 255,
         inference: InferencePolicy | None = None,
+        vocabulary_overrides: Mapping[str, VocabularyOverride] | None = None,
     ) -> None:
         mean, std = clip_pixel_stats("openai")
         super().__init__(
@@ -75,6 +76,7 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
             test_class_names=test_class_names,
             ignore_value=ignore_value,
             inference=inference,
+            vocabulary_overrides=vocabulary_overrides,
         )
         if head not in ("none", "conv"):
             raise ValueError(f"head must be 'none' or 'conv', got {head!r}")

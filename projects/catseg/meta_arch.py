@@ -11,7 +11,7 @@ input. Training: per-class BCE (see :mod:`.loss`). Testing: sigmoid, the base cl
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from ovseg_d2.clip import (
     value_path_block,
 )
 from ovseg_d2.inference import InferencePolicy
-from ovseg_d2.modeling import CLIPTextClassifier, OpenVocabSegmentor, Vocabulary
+from ovseg_d2.modeling import CLIPTextClassifier, OpenVocabSegmentor, Vocabulary, VocabularyOverride
 
 from .aggregator import CATSegAggregator
 from .converter import OFFICIAL_PREFIX, convert_catseg_checkpoint
@@ -98,6 +98,7 @@ class CATSeg(OpenVocabSegmentor):
         sliding_resize: Sequence[int] = (640, 640),
         global_view: bool = True,
         aggregator: dict[str, Any] | None = None,
+        vocabulary_overrides: Mapping[str, VocabularyOverride] | None = None,
     ) -> None:
         super().__init__(
             pixel_mean=pixel_mean,
@@ -106,6 +107,7 @@ class CATSeg(OpenVocabSegmentor):
             test_class_names=test_class_names,
             size_divisibility=size_divisibility,
             ignore_value=ignore_value,
+            vocabulary_overrides=vocabulary_overrides,
             inference=InferencePolicy(
                 resize="squash", size=sliding_resize, window=window, stride=stride, global_view=global_view
             )

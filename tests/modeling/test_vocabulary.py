@@ -158,3 +158,15 @@ def test_set_vocabulary_accepts_a_vocabulary_or_entries():
     assert model.test_vocabulary is user
     with pytest.raises(ValueError, match="empty"):
         model.set_vocabulary([])
+
+
+def test_method_configs_forward_overrides():
+    """`model.vocabulary_overrides` in a method's LazyConfig reaches the base class (CAT-Seg here)."""
+    from ovseg_d2.engine import load_config
+    from detectron2.config import instantiate
+
+    cfg = load_config(str(REPO / "configs/catseg/catseg_toy.py"), [])
+    cfg.model.vocabulary_overrides = {"ovseg_voc21_val": OVSEG_VOC}
+    model = instantiate(cfg.model).eval()
+    with evaluation_vocabulary(model, "ovseg_voc21_val"):
+        assert model.class_names[11] == "table" and model.vocabulary.class_names[11] == "diningtable"
