@@ -230,7 +230,8 @@ def test_all_gather_gradient_in_2_gloo_processes_equals_one_process(tmp_path: Pa
     loss_1.backward()
 
     out = str(tmp_path / "grads")
-    mp.start_processes(_gloo_rank, args=(2, str(tmp_path / "init"), image, text, out), nprocs=2, start_method="fork")
+    # spawn, not fork: a child forked after this process ran OpenMP work can hang in a parallel op
+    mp.start_processes(_gloo_rank, args=(2, str(tmp_path / "init"), image, text, out), nprocs=2, start_method="spawn")
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
     # the global loss is the mean of the ranks' losses; DDP averages gradients over the 2 ranks, and
     # the gather's backward sums every rank's gradient onto each feature's owner

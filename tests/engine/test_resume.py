@@ -62,8 +62,10 @@ def test_train_batches_depend_on_seed_and_position_only() -> None:
 def kill_at(num_processes: int, output_dir: Path, iteration: int) -> None:
     """Train until every process SIGKILLs itself as `iteration` starts."""
     args = (num_processes, CONFIG, overrides(output_dir))
-    if num_processes == 1:  # launch() would run it in this process: fork one to be killed
-        proc = multiprocessing.get_context("fork").Process(
+    if num_processes == 1:  # launch() would run it in this process: start one to be killed
+        # spawn, not fork: a child forked after this process ran OpenMP work can hang in its first
+        # parallel op (observed in the full suite: stuck in open_clip's build_causal_mask).
+        proc = multiprocessing.get_context("spawn").Process(
             target=workers.launch_training, args=args, kwargs={"kill_at": iteration}
         )
         proc.start()
