@@ -106,7 +106,7 @@ def test_eval_only_reports_metrics(
     proc = _run_train_net(args, env)
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out
-    saved = torch.load(tmp_path / "inference" / "ovseg_voc20_val" / "sem_seg_evaluation.pth", weights_only=True)
+    saved = torch.load(tmp_path / "inference" / "ovseg_voc20_val" / "sem_seg_evaluation.pth", weights_only=False)
     conf = saved["conf_matrix"].numpy()  # [prediction, ground truth], last row/column = ignored
     # Every ground-truth pixel of the miniature is counted exactly once, in its own class's column.
     gt_dir = voc_root / "VOCdevkit" / "VOC2012" / "annotations_detectron2" / "val"
