@@ -46,5 +46,7 @@ setup(
         "numpy",
         "tqdm",
         "webdataset",
+        "safetensors",
+        "transformers>=4.40",
     ],
 )

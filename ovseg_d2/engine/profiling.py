@@ -33,6 +33,18 @@ def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
     return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
 
 
+def _native_mha_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore handle for aten::_native_multi_head_attention (nn.MultiheadAttention's inference fast
+    path, taken by batch-first CLIP blocks in eval): q/k/v in-projections, QK^T and AV, out-projection."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    batch, length, embed = prod(q[:-2]), q[-2], q[-1]
+    source = k[-2]
+    projections = batch * (length + 2 * source) * embed * embed + batch * length * embed * embed
+    return projections + 2 * batch * length * source * embed
+
+
 def count_flops(model: nn.Module, inputs: list[dict[str, Any]]) -> tuple[int, dict[str, int]]:
     """Total FLOPs of one eval forward (fvcore convention: a fused multiply-add is one flop) and the
     per-operator breakdown. Unsupported ops are reported by fvcore's warnings."""
@@ -40,6 +52,7 @@ def count_flops(model: nn.Module, inputs: list[dict[str, Any]]) -> tuple[int, di
 
     analysis = FlopCountAnalysis(model, inputs)
     analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
+    analysis.set_op_handle("aten::_native_multi_head_attention", _native_mha_flop_jit)
     analysis.unsupported_ops_warnings(False)
     return analysis.total(), dict(analysis.by_operator())
 
