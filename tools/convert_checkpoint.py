@@ -2,6 +2,7 @@
 """Convert an official checkpoint of a method into an ovseg-d2 checkpoint.
 
   python tools/convert_checkpoint.py --method catseg --input model_base.pth --output catseg_vitb16.pth
+  python tools/convert_checkpoint.py --method tcl --input tcl.pth --clip-weights ViT-B-16.pt --output tcl_vitb16.pth
 
 The output is a Detectron2 checkpoint (`{"model": state_dict}`) that `train.init_checkpoint=...`
 (and `--eval-only`) loads. `--list` prints the methods with a registered converter.
@@ -22,7 +23,7 @@ import torch
 
 from ovseg_d2.checkpoint import CheckpointReadError, convert_checkpoint, get_converter
 
-METHODS = ("catseg", "cascade_clip", "tcl", "ovsegmentor", "sazs")
+METHODS = ("catseg", "catseg_mmseg", "catseg_d2_legacy", "cascade_clip", "tcl", "ovsegmentor", "sazs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", help="method whose official checkpoint is converted")
     parser.add_argument("--input", type=Path, help="official checkpoint file")
     parser.add_argument("--output", type=Path, help="where to write the converted checkpoint")
+    parser.add_argument(
+        "--clip-weights",
+        type=Path,
+        help="OpenAI CLIP weights, for official checkpoints that do not hold CLIP (TCL's release tcl.pth)",
+    )
     parser.add_argument("--list", action="store_true", help="list methods with a converter")
     parser.add_argument(
         "--unsafe-pickle",
@@ -50,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.method and args.input and args.output):
         parser.error("--method, --input and --output are required")
     try:
-        state_dict = convert_checkpoint(args.method, args.input, unsafe_pickle=args.unsafe_pickle)
+        inputs = {"clip_weights": args.clip_weights} if args.clip_weights else {}
+        state_dict = convert_checkpoint(args.method, args.input, unsafe_pickle=args.unsafe_pickle, **inputs)
     except (CheckpointReadError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 1

@@ -63,11 +63,16 @@ def extract_state_dict(obj: Any) -> StateDict:
 
 
 def _import_method(method: str) -> None:
-    """Converters live in the method packages; importing one registers its converter."""
-    try:
-        importlib.import_module(f"ovseg_d2.projects.{method}")
-    except ModuleNotFoundError:
-        pass
+    """Converters live in the method packages; importing one registers its converters. A converter of
+    another layout of a method is named `<package>_<layout>` ("catseg_mmseg" lives in `catseg`), so the
+    package is the longest "_"-prefix of `method` that can be imported."""
+    parts = method.split("_")
+    for end in range(len(parts), 0, -1):
+        try:
+            importlib.import_module(f"ovseg_d2.projects.{'_'.join(parts[:end])}")
+            return
+        except ModuleNotFoundError:
+            continue
 
 
 def get_converter(method: str) -> Converter:
@@ -89,17 +94,18 @@ def conversion_summary(method: str, num_official: int, num_converted: int, dropp
     return "; ".join(parts)
 
 
-def convert_checkpoint(method: str, checkpoint: Any, *, unsafe_pickle: bool = False) -> StateDict:
+def convert_checkpoint(method: str, checkpoint: Any, *, unsafe_pickle: bool = False, **inputs: Any) -> StateDict:
     """Convert an official checkpoint (a loaded object or a path) into our state dict.
 
     A path is read with `torch.load(weights_only=True)`; `unsafe_pickle=True` (only for trusted
-    files) allows checkpoints that pickle arbitrary Python objects."""
+    files) allows checkpoints that pickle arbitrary Python objects. `inputs` are further files a
+    method's converter takes by keyword (TCL's release holds only the masker: `clip_weights=`)."""
     if isinstance(checkpoint, (str, Path)):
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"official checkpoint not found: {path}")
         checkpoint = load_checkpoint_file(path, unsafe_pickle=unsafe_pickle)
-    return get_converter(method)(extract_state_dict(checkpoint))
+    return get_converter(method)(extract_state_dict(checkpoint), **inputs)
 
 
 __all__ = [
