@@ -52,6 +52,10 @@ class InferencePolicy:
         `OpenVocabSegmentor.test_dataset`). When the vocabulary has a background class, its channels
         are the constant threshold: a pixel is background iff every class score is below it (TCL's
         rule; OVSegmentor's per-crop variant overrides `OpenVocabSegmentor.add_background`).
+    refine: `refine(images, scores) -> scores`, applied to every view's scores (after the background
+        channels are set) with the view resized bilinearly (align_corners=True) to the scores'
+        resolution, e.g. `ovseg_d2.inference.pamr.PAMR` (TCL's demo: PAMR at the input resolution;
+        PAMR keeps a constant background channel constant).
     """
 
     resize: str = "none"
@@ -62,6 +66,7 @@ class InferencePolicy:
     global_weight: float = 0.5
     batch_size: int | None = None
     background_threshold: float | Mapping[str, float] | None = None
+    refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self) -> None:
         # Normalise LazyConfig lists / DictConfigs (the dataclass is frozen, hence object.__setattr__).
@@ -80,6 +85,8 @@ class InferencePolicy:
             raise ValueError(f"InferencePolicy: window={self.window!r} and stride={self.stride!r} go together")
         if self.global_view and self.window is None:
             raise ValueError("InferencePolicy: global_view needs sliding windows (window, stride)")
+        if self.refine is not None and not callable(self.refine):
+            raise TypeError(f"InferencePolicy.refine must be callable (images, scores) -> scores, got {self.refine!r}")
         if not 0.0 <= self.global_weight <= 1.0:
             raise ValueError(f"InferencePolicy.global_weight must be in [0, 1], got {self.global_weight}")
 
@@ -120,6 +127,8 @@ def run_inference(
     resolution, resized bilinearly (align_corners=False) straight to `output_size`.
     """
     size = policy.resized_size(*image.shape[-2:])
+    if policy.refine is not None:
+        predict = _refined(predict, policy.refine)
     if policy.sliding:
         return sliding_window_inference(
             predict,
@@ -139,3 +148,18 @@ def run_inference(
     if scores.dim() != 4 or scores.shape[0] != 1:
         raise ValueError(f"predict must map a view {tuple(view.shape)} to (1, C, h, w) scores, got {tuple(scores.shape)}")
     return resize_to_original(scores[0], output_size)
+
+
+def _refined(
+    predict: Callable[[torch.Tensor], torch.Tensor], refine: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`predict` followed by `refine(views at the scores' resolution, scores)`."""
+
+    def run(views: torch.Tensor) -> torch.Tensor:
+        scores = predict(views)
+        guide = views
+        if guide.shape[-2:] != scores.shape[-2:]:
+            guide = F.interpolate(views, size=scores.shape[-2:], mode="bilinear", align_corners=True)
+        return refine(guide, scores)
+
+    return run

@@ -1,0 +1,99 @@
+"""TCL's trainable "grounder" parts (spec tcl.md 1.3): the gated upsampling decoder, the dense
+projection and the similarity-to-mask head. The copied last CLIP block is an open_clip
+`ResidualAttentionBlock` held by the meta-architecture (`masker_block`)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of every pixel of a (B, C, H, W) map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class GatedConvBlock(nn.Module):
+    """Pre-activation conv: LN(channels) -> GELU -> 3x3 conv, scaled by tanh(gate); the gate starts
+    at 0, so a fresh decoder is pure nearest upsampling."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = ChannelLayerNorm(channels)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.gelu(self.norm(x))) * self.gate.tanh()
+
+    def forward_upsampled(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward(nearest_x2(x))` computed at the resolution of x (about 2.3x fewer operations).
+
+        LN and GELU act per pixel, so they commute with nearest upsampling. A 3x3 conv (zero padding 1)
+        of a nearest-x2 map is, for each of the 4 output phases (a, b), a 2x2 conv of the low-resolution
+        map whose taps are the 3x3 taps summed over the high-resolution pixels that share a
+        low-resolution source: along one axis, phase 0 takes (w0, w1 + w2) at offsets (-1, 0), phase 1
+        takes (w0 + w1, w2) at offsets (0, +1). The zero padding maps to zero padding.
+        """
+        h = F.pad(F.gelu(self.norm(x)), (1, 1, 1, 1))
+        w = self.conv.weight
+        rows = (torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2), torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2))
+        b, _, height, width = x.shape
+        out = x.new_empty(b, w.shape[0], 2 * height, 2 * width)
+        for a, row_taps in enumerate(rows):  # (O, I, 2, 3)
+            cols = (
+                torch.stack([row_taps[..., 0], row_taps[..., 1] + row_taps[..., 2]], -1),
+                torch.stack([row_taps[..., 0] + row_taps[..., 1], row_taps[..., 2]], -1),
+            )
+            for c, kernel in enumerate(cols):  # (O, I, 2, 2)
+                window = h[:, :, a : a + height + 1, c : c + width + 1]
+                out[:, :, a::2, c::2] = F.conv2d(window, kernel, self.conv.bias)
+        return out * self.gate.tanh()
+
+
+class UpsampleResConv(nn.Module):
+    """Nearest x2, then two residual gated convs (the official `ResConv` with double=True)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = GatedConvBlock(channels)
+        self.conv2 = GatedConvBlock(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest") + self.conv.forward_upsampled(x)
+        return x + self.conv2(x)
+
+
+class GatedUpsampleDecoder(nn.Sequential):
+    """`stages` x (nearest x2 + two gated residual convs): (B, C, h, w) -> (B, C, h*2^s, w*2^s)."""
+
+    def __init__(self, channels: int, stages: int = 2) -> None:
+        super().__init__(*(UpsampleResConv(channels) for _ in range(stages)))
+
+
+class Sim2Mask(nn.Module):
+    """Masks from cosine similarities: sigmoid(w * s + b) with learnable scalars (init 10, -2.5)."""
+
+    def __init__(self, init_w: float = 10.0, init_b: float = -2.5) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(float(init_w)))
+        self.b = nn.Parameter(torch.tensor(float(init_b)))
+
+    def forward(self, similarity: torch.Tensor) -> torch.Tensor:
+        """Logits w * s + b."""
+        return similarity * self.w + self.b
+
+
+def gumbel_sigmoid_hard(logits: torch.Tensor, uniform: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Straight-through hard mask: y = sigmoid((logits + log(u / (1 - u))) / tau), forward 1[y > 0.5],
+    backward the gradient of y. `uniform` holds u ~ U[0, 1) of the logits' shape."""
+    y = ((logits + torch.log(uniform / (1 - uniform))) / tau).sigmoid()
+    return (y > 0.5).to(y.dtype) - y.detach() + y
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """mean |horizontal differences| + mean |vertical differences| of (..., H, W)."""
+    return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
