@@ -7,6 +7,7 @@ from .metrics import (
     fewshot_areas,
     harmonic_iou,
     per_class_metrics,
+    select_by_ground_truth,
     summarize,
     summarize_fewshot,
 )
@@ -21,5 +22,6 @@ __all__ = [
     "per_class_metrics",
     "summarize",
     "fewshot_areas",
+    "select_by_ground_truth",
     "summarize_fewshot",
 ]

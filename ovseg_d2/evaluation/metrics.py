@@ -122,6 +122,21 @@ def fewshot_areas(
     return inter, pred_area + gt_area - inter
 
 
+def select_by_ground_truth(
+    pred: np.ndarray, candidates: np.ndarray, gt: np.ndarray, ignore_label: int = 255, void_in_union: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """SAZS's "paper-oracle": of the prediction and the (K, H, W) {0, 1} candidate masks (eigen-segments),
+    keep the one with the highest foreground IoU *against the ground truth* (ties: the prediction, then
+    the first candidate). Returns its (intersection, union) as `fewshot_areas` and its index (0 = the
+    prediction, k + 1 = candidate k). A foreground union of 0 counts as IoU 0. It needs the ground
+    truth, so it is not a zero-shot result: only for comparing with SAZS's published numbers."""
+    areas = [fewshot_areas(m, gt, ignore_label, void_in_union) for m in (pred, *candidates)]
+    ious = [inter[1] / union[1] if union[1] > 0 else 0.0 for inter, union in areas]
+    best = 1 + int(np.argmax(ious[1:])) if len(ious) > 1 else 0
+    kept = 0 if ious[0] >= ious[best] else best
+    return areas[kept][0], areas[kept][1], kept
+
+
 def summarize_fewshot(
     inter: np.ndarray, union: np.ndarray, classes: Sequence[int], class_names: Sequence[str]
 ) -> dict[str, float]:

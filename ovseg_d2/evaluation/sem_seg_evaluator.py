@@ -251,6 +251,7 @@ def build_evaluator(
     distributed: bool = True,
     metric_convention: str | None = None,
     fewshot_void_in_union: bool = False,
+    fewshot_paper_oracle: bool = False,
 ) -> DatasetEvaluator:
     """Evaluator for a dataset from its `evaluator_type`: "ovseg_sem_seg" ->
     OpenVocabSemSegEvaluator, "ovseg_fewshot" (PASCAL-5i / COCO-20i folds) -> FewShotEvaluator,
@@ -258,7 +259,8 @@ def build_evaluator(
 
     The options are a method's evaluation choices, passed by `do_test` from the config's
     `dataloader.evaluator`: `metric_convention` ("detectron2" / "mmseg", None = the dataset's)
-    for semantic segmentation; `fewshot_void_in_union` (SAZS's count) for few-shot folds.
+    for semantic segmentation; `fewshot_void_in_union` (SAZS's count) and `fewshot_paper_oracle`
+    (SAZS's ground-truth selection of eigen-segments, see `FewShotEvaluator`) for few-shot folds.
     """
     evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
     if evaluator_type == "ovseg_sem_seg":
@@ -274,7 +276,7 @@ def build_evaluator(
             )
         return FewShotEvaluator(
             dataset_name, distributed=distributed, output_dir=output_dir,
-            void_in_union=fewshot_void_in_union,
+            void_in_union=fewshot_void_in_union, paper_oracle=fewshot_paper_oracle,
         )
     if evaluator_type == "sem_seg":
         if metric_convention not in (None, "detectron2"):

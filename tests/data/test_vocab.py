@@ -19,6 +19,7 @@ from ovseg_d2.data.vocab import (
 COUNTS = {
     "voc20": 20, "voc21": 21, "voc20b": 59, "pc59": 59, "pc60": 60, "pc459": 459, "ade150": 150,
     "ade847": 847, "coco_stuff171": 171, "coco_object81": 81, "cityscapes19": 19,
+    "langseg_fewshot_coco80": 80,
 }
 
 

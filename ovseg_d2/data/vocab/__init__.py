@@ -20,6 +20,7 @@ _DIR = Path(__file__).parent
 VOCABULARIES: tuple[str, ...] = (
     "voc20", "voc21", "voc20b", "pc59", "pc60", "pc459", "ade150", "ade847",
     "coco_stuff171", "coco_object81", "cityscapes19",
+    "langseg_fewshot_coco80",  # COCO-20i prompts of lang-seg / SAZS (label_files/fewshot_coco.txt spellings)
 )
 SYNONYM_SEPARATOR = ", "
 

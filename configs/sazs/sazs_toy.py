@@ -1,0 +1,36 @@
+# SAZS on the generated toy world (tools/make_toy_world.py), as the paper trains: binary episodes
+# ("others" vs one class present in the crop) of the 24 seen classes, unseen pixels ignored; evaluated on
+# all 30 classes of toy_val (seen / unseen / hIoU), each pixel taking the class of its most confident
+# two-prompt episode. Tiny DPT ViT (random init: the toy world has no ImageNet), frozen tiny CLIP text.
+#   python tools/train_net.py --config-file configs/sazs/sazs_toy.py model.text_tower.weights=PATH/tiny_clip.pt train.device=cpu
+from pathlib import Path
+
+from detectron2.config import LazyCall as L
+
+from ovseg_d2.data.metadata import prompt_classes
+from ovseg_d2.inference import InferencePolicy
+from ovseg_d2.projects.sazs import DPTPixelEmbedder, build_text_tower
+from ovseg_d2.projects.sazs.data import SemSegEpisodeMapper, build_sazs_train_augmentations
+
+from ..toy.data import dataloader
+from .sazs_vitl16_384_pascal5i import lr_multiplier, model, optimizer, train
+
+model.pixel_embedder = L(DPTPixelEmbedder)(embed_dim=64, num_heads=4, tap_block=3, img_size=96, patch_size=16, out_channels=64)
+model.text_tower = L(build_text_tower)(clip_model=str(Path(__file__).parents[1] / "toy/tiny_clip.json"), weights=None)
+model.train_class_names = L(prompt_classes)(dataset_name="${dataloader.train.dataset_names}")
+model.inference = L(InferencePolicy)(resize="none")
+dataloader.train.mapper = L(SemSegEpisodeMapper)(
+    is_train=True, augmentations=L(build_sazs_train_augmentations)(crop_size=96, min_scale=0.75, max_scale=1.5),
+    num_classes=24,
+)
+dataloader.train.total_batch_size = 8
+dataloader.evaluator = dict(metric_convention=None)
+optimizer.lr = 1e-2
+EPOCHS = 10
+lr_multiplier.epochs = EPOCHS
+train.max_iter = 1500
+train.eval_period = 0
+train.best_metric = None
+train.checkpointer = dict(period=500, max_to_keep=1)
+train.log_period = 50
+train.output_dir = "./output/toy/sazs"
