@@ -9,6 +9,18 @@ Layouts (batch-first, channel-last inside the aggregation layers):
 Guidance is never physically replicated per class or per pixel: every linear map applied to the
 concatenation ``[x, g]`` is split into ``W_x x + W_g g`` and the guidance term is computed once per
 image and broadcast. This is exact in real arithmetic (float differences ~1e-7).
+
+Options for the pre-CVPR version as ported by mmsegmentation (``projects/CAT-Seg``); the defaults are
+the correct computation, the switches reproduce the port's bugs because its checkpoints were trained
+with them:
+
+- ``port_guidance_tiling``: the port flattens cost rows batch-major (row ``b*T + t``) but replicates
+  guidance with ``repeat(T, ...)``, so row ``r`` receives the guidance of image ``r mod B``: with
+  batch > 1 the appearance, text and decoder guidance of the wrong image is used
+  (:func:`port_guidance_index`). No effect with batch 1.
+- ``port_class_mlp_identity``: the port's class-aggregation MLP is an mmcv ``FFN`` with
+  ``add_identity=True`` called on ``norm2(x)``, giving ``x + norm2(x) + MLP(norm2(x))``.
+- ``decoder_dropout``: the port's ``Dropout2d(0.1)`` before the final conv (mmseg's decode-head default).
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ __all__ = [
     "ClassAggregation",
     "AggregatorLayer",
     "cosine_cost_volume",
+    "port_guidance_index",
     "select_top_classes",
     "shifted_window_mask",
 ]
@@ -61,6 +74,15 @@ class GuidedLinear(nn.Linear):
         if g is None:
             return self.bias
         return F.linear(g, self.weight[:, self.x_features :], self.bias)
+
+
+def port_guidance_index(batch: int, repeats: int, device: torch.device | None = None) -> Tensor:
+    """``(B, T)`` index of the image whose guidance the mmseg port gives to row ``b*T + t``.
+
+    The port replicates a ``(B, ...)`` guidance with ``repeat(T, ...)`` (image-minor) while its rows
+    are image-major, so row ``r = b*T + t`` gets image ``r mod B`` instead of ``b``.
+    """
+    return torch.arange(batch * repeats, device=device).remainder(batch).view(batch, repeats)
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device=None) -> Tensor:
@@ -119,7 +141,8 @@ class GuidedWindowAttention(nn.Module):
         """
         Args:
             x: ``(B, N, nW, T, C)`` normalised cost tokens per window (T = window**2).
-            g: ``(B, 1, nW, T, Cg)`` normalised guidance (shared across the N classes) or None.
+            g: ``(B, 1, nW, T, Cg)`` normalised guidance shared across the N classes, ``(B, N, nW, T, Cg)``
+                per class (the port's tiling), or None.
             mask: ``(nW, T, T)`` additive mask or None.
         Returns:
             ``(B, N, nW, T, C)``.
@@ -213,12 +236,14 @@ class GuidedSwinBlock(nn.Module):
         """
         Args:
             x: ``(B, N, H, W, C)``.
-            g: ``(B, H, W, Cg)`` normalised appearance guidance, or None.
+            g: ``(B, H, W, Cg)`` normalised appearance guidance, ``(B, N, H, W, Cg)`` per class, or None.
         """
         _, _, h, w, _ = x.shape
         window, shift = self._geometry(h, w)
         xw = self._to_windows(self.norm1(x), window, shift)
-        gw = self._to_windows(g[:, None], window, shift) if g is not None else None
+        if g is not None and g.dim() == 4:
+            g = g[:, None]
+        gw = self._to_windows(g, window, shift) if g is not None else None
         attn = self.attn(xw, gw, self._mask(h, w, window, shift, x))
         x = x + self._from_windows(attn, window, shift, h, w)
         return x + self.mlp(self.norm2(x))
@@ -271,7 +296,8 @@ class LinearClassAttention(nn.Module):
         """
         Args:
             x: ``(B, P, N, C)`` normalised tokens; P pixels per image, N classes.
-            g: ``(B, 1, N, Ct)`` text guidance shared by all pixels of an image, or None.
+            g: ``(B, 1, N, Ct)`` text guidance shared by all pixels of an image, ``(B, P, N, Ct)`` per
+                pixel (the port's tiling), or None.
             pad_x, pad_g, num_pad: the normalised padding token ``(C,)``, its guidance ``(Ct,)`` and how
                 many copies pad the class sequence to its fixed length. Padding positions are identical
                 at every pixel, so they enter only as keys/values and in closed form
@@ -311,7 +337,7 @@ class ClassAggregation(nn.Module):
     attention + ReLU MLP, upsamples back with bilinear ``align_corners=True`` and adds the result
     to the input (residual around the whole layer). The padding is evaluated in closed form (see
     :class:`LinearClassAttention`): same result as the official materialised padding, cost O(N)
-    instead of O(pad_len).
+    instead of O(pad_len). ``port_guidance_tiling`` / ``port_class_mlp_identity``: see the module docstring.
     """
 
     def __init__(
@@ -321,10 +347,14 @@ class ClassAggregation(nn.Module):
         num_heads: int,
         pooling_size: Sequence[int] | None = (2, 2),
         pad_len: int = 256,
+        port_guidance_tiling: bool = False,
+        port_class_mlp_identity: bool = False,
     ):
         super().__init__()
         self.pooling_size = tuple(pooling_size) if pooling_size is not None else None
         self.pad_len = pad_len
+        self.port_guidance_tiling = port_guidance_tiling
+        self.port_class_mlp_identity = port_class_mlp_identity
         self.norm1 = nn.LayerNorm(dim)
         self.attn = LinearClassAttention(dim, guidance_dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
@@ -353,8 +383,12 @@ class ClassAggregation(nn.Module):
         num_pad = self.pad_len - n if self.pad_token is not None and n < self.pad_len else 0
         pad_x = self.norm1(self.pad_token[None])[0] if num_pad else None
         pad_g = self.pad_guidance if num_pad and t is not None else None
-        y = y + self.attn(self.norm1(y), t[:, None] if t is not None else None, pad_x, pad_g, num_pad)
-        y = y + self.mlp(self.norm2(y))  # per token: padded positions would be discarded, so never computed
+        if t is not None:
+            t = t[port_guidance_index(b, hp * wp, t.device)] if self.port_guidance_tiling else t[:, None]
+        y = y + self.attn(self.norm1(y), t, pad_x, pad_g, num_pad)
+        z = self.norm2(y)
+        # per token: padded positions would be discarded, so never computed
+        y = y + z + self.mlp(z) if self.port_class_mlp_identity else y + self.mlp(z)
         y = y.reshape(b, hp, wp, n, c)
         if (hp, wp) != (h, w):
             y = y.permute(0, 3, 4, 1, 2).reshape(b * n, c, hp, wp)
@@ -377,10 +411,14 @@ class AggregatorLayer(nn.Module):
         window_size: int,
         pooling_size: Sequence[int] | None,
         pad_len: int,
+        port_guidance_tiling: bool = False,
+        port_class_mlp_identity: bool = False,
     ):
         super().__init__()
         self.spatial = SpatialAggregation(dim, appearance_dim, num_heads, window_size)
-        self.classes = ClassAggregation(dim, text_dim, num_heads, pooling_size, pad_len)
+        self.classes = ClassAggregation(
+            dim, text_dim, num_heads, pooling_size, pad_len, port_guidance_tiling, port_class_mlp_identity
+        )
 
     def forward(self, x: Tensor, g: Tensor | None, t: Tensor | None) -> Tensor:
         return self.classes(self.spatial(x, g), t)
@@ -429,11 +467,15 @@ class CATSegAggregator(nn.Module):
 
     Args:
         text_dim: dimension E of the text embeddings (CLIP embed dim; 512 for ViT-B/16).
-        appearance_dim: channels of the appearance guidance input (the dense CLIP embedding, E).
+        appearance_dim: channels of the appearance guidance input (the dense CLIP embedding E, or the
+            feature backbone's res4 channels in the pre-CVPR version).
         decoder_guidance_dims: channels of the decoder guidance inputs (outputs of the tap upsamplers).
         prompt_channels: P, templates per class (1 for CAT-Seg's "single" ensemble).
         pad_len: fixed class-sequence length of the class aggregation (pad with a learned token when
             N < pad_len; keep the top-pad_len classes and fill the others with ``fill_value`` when N > pad_len).
+            0 disables both (pre-CVPR version, mmseg port).
+        port_guidance_tiling, port_class_mlp_identity, decoder_dropout: the mmseg port's bugs, off by
+            default (module docstring).
     """
 
     def __init__(
@@ -454,9 +496,13 @@ class CATSegAggregator(nn.Module):
         pooling_size: Sequence[int] | None = (2, 2),
         pad_len: int = 256,
         fill_value: float = -100.0,
+        port_guidance_tiling: bool = False,
+        port_class_mlp_identity: bool = False,
+        decoder_dropout: float = 0.0,
     ):
         super().__init__()
         self.pad_len = pad_len
+        self.port_guidance_tiling = port_guidance_tiling
         self.fill_value = fill_value
         self.corr_embed = nn.Conv2d(prompt_channels, hidden_dim, kernel_size=7, padding=3)
         self.appearance_proj = (
@@ -476,10 +522,12 @@ class CATSegAggregator(nn.Module):
                 window_size,
                 pooling_size,
                 pad_len,
+                port_guidance_tiling,
+                port_class_mlp_identity,
             )
             for _ in range(num_layers)
         )
-        self.decoder = CATSegDecoder(hidden_dim, decoder_dims, decoder_guidance_proj_dims)
+        self.decoder = CATSegDecoder(hidden_dim, decoder_dims, decoder_guidance_proj_dims, dropout=decoder_dropout)
 
     def set_pooling_size(self, pooling_size: Sequence[int] | None) -> None:
         """Spatial pooling of the class aggregation (official: 2x2 for training, 1x1 for testing)."""
@@ -487,13 +535,21 @@ class CATSegAggregator(nn.Module):
             layer.classes.pooling_size = tuple(pooling_size) if pooling_size is not None else None
 
     def forward(
-        self, image_embed: Tensor, text_embed: Tensor, decoder_guidance: Sequence[Tensor], *, return_info: bool = False
+        self,
+        image_embed: Tensor,
+        text_embed: Tensor,
+        decoder_guidance: Sequence[Tensor],
+        *,
+        appearance: Tensor | None = None,
+        return_info: bool = False,
     ):
         """
         Args:
-            image_embed: ``(B, E, H, W)`` dense CLIP embedding (also the appearance guidance input).
+            image_embed: ``(B, E, H, W)`` dense CLIP embedding (also the appearance guidance input unless
+                ``appearance`` is given).
             text_embed: ``(N, P, E)`` class embeddings shared by the batch (or ``(B, N, P, E)``).
             decoder_guidance: the decoder guidance inputs, one ``(B, C_i, H_i, W_i)`` per stage.
+            appearance: ``(B, C, H, W)`` appearance guidance input (pre-CVPR: the feature backbone's res4).
         Returns:
             logits ``(B, N, 4H, 4W)``; with ``return_info`` also a dict with ``class_scores`` (B, N)
             and ``selected`` (B, pad_len) class indices (None when no selection happened).
@@ -517,12 +573,17 @@ class CATSegAggregator(nn.Module):
 
         g = None
         if self.appearance_proj is not None:
-            g = F.relu(self.appearance_proj(image_embed)).permute(0, 2, 3, 1)  # (B, H, W, Cg)
+            appearance = image_embed if appearance is None else appearance
+            g = F.relu(self.appearance_proj(appearance)).permute(0, 2, 3, 1)  # (B, H, W, Cg)
+            if self.port_guidance_tiling:
+                g = g[port_guidance_index(b, n, g.device)]  # (B, N, H, W, Cg)
         t = None
         if self.text_proj is not None:
             t = F.normalize(text.mean(dim=-2), dim=-1)
             t = F.relu(self.text_proj(t))  # (B, N, Ct)
         dec_guidance = [F.relu(proj(gi)) for proj, gi in zip(self.decoder_guidance_proj, decoder_guidance)]
+        if self.port_guidance_tiling:
+            dec_guidance = [gi[port_guidance_index(b, n, gi.device)] for gi in dec_guidance]  # (B, N, g, H, W)
         dec_guidance += [None] * (len(self.decoder.stages) - len(dec_guidance))
 
         for layer in self.layers:
