@@ -3,13 +3,54 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from detectron2.data import transforms as T
 
 from ovseg_d2.data.mappers import SemSegDatasetMapper
 
-__all__ = ["RandomScale", "SemSegEpisodeMapper", "build_sazs_train_augmentations"]
+__all__ = ["RandomReflectRotation", "RandomScale", "ReflectRotationTransform", "SemSegEpisodeMapper", "build_sazs_train_augmentations"]
+
+
+class ReflectRotationTransform(T.Transform):
+    """Rotation by `angle` degrees (counter-clockwise) about the image centre, output of the input size:
+    the image is filled by reflection (official: reflection padding by (h, w), bilinear PIL rotate, crop
+    back), the labels with `seg_fill` (255, nearest). Detectron2's `RotationTransform` fills with zeros,
+    which would turn the corners into black image and background labels."""
+
+    def __init__(self, height: int, width: int, angle: float, seg_fill: int = 255) -> None:
+        super().__init__()
+        # cv2 puts pixel centres at integer coordinates: the continuous centre is ((w - 1) / 2, (h - 1) / 2).
+        self.matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
+        self.size = (width, height)
+        self.seg_fill = seg_fill
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(img, self.matrix, self.size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        # float32 holds every label id exactly and is a type warpAffine takes (int64 is not).
+        rotated = cv2.warpAffine(
+            segmentation.astype(np.float32), self.matrix, self.size, flags=cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=float(self.seg_fill),
+        )
+        return rotated.astype(segmentation.dtype)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return coords @ self.matrix[:, :2].T + self.matrix[:, 2]
+
+
+class RandomReflectRotation(T.Augmentation):
+    """Official `RandomRotate(10)`: an integer angle drawn uniformly from [-max_angle, max_angle]."""
+
+    def __init__(self, max_angle: int = 10, seg_fill: int = 255) -> None:
+        super().__init__()
+        self.max_angle, self.seg_fill = max_angle, seg_fill
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        h, w = image.shape[:2]
+        return ReflectRotationTransform(h, w, float(np.random.randint(-self.max_angle, self.max_angle + 1)), self.seg_fill)
 
 
 class RandomScale(T.Augmentation):
@@ -27,11 +68,13 @@ class RandomScale(T.Augmentation):
 
 
 def build_sazs_train_augmentations(
-    crop_size: int = 512, min_scale: float = 0.5, max_scale: float = 2.0, flip: bool = True
+    crop_size: int = 512, min_scale: float = 0.5, max_scale: float = 2.0, flip: bool = True, max_rotation: int = 10
 ) -> list[T.Augmentation]:
-    """Random scale -> random crop of `crop_size` (padded right/bottom with black pixels and ignore
-    labels when smaller) -> horizontal flip. The official +-10 degree rotation is not applied."""
-    augs: list[T.Augmentation] = [
+    """The official order: random rotation by an integer angle in [-max_rotation, max_rotation] (0: none)
+    -> random scale -> random crop of `crop_size` (padded right/bottom with black pixels and ignore
+    labels when smaller) -> horizontal flip."""
+    augs: list[T.Augmentation] = [RandomReflectRotation(max_rotation)] if max_rotation > 0 else []
+    augs += [
         RandomScale(min_scale, max_scale),
         T.FixedSizeCrop((crop_size, crop_size), pad=True, pad_value=0.0, seg_pad_value=255),
     ]
