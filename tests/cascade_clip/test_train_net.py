@@ -2,8 +2,8 @@
 
 1. configs/cascade_clip/cascade_clip_toy.py trains in 2 CPU processes (gloo) on a generated toy world;
    the transductive config restarts from its checkpoint (online pseudo-labels, one step in-process).
-2. One `--eval-only` run of the published COCO-Stuff config (tiny CLIP, live text) scores VOC-20 and
-   PC-59 miniatures prepared by the real `datasets/prepare_*.py` scripts, with seen / unseen / hIoU.
+2. One `--eval-only` run of the published COCO-Stuff config (tiny CLIP, live text) scores VOC-20,
+   PC-59 and COCO-Stuff-171 miniatures prepared by the real `datasets/prepare_*.py` scripts, with seen / unseen / hIoU.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOY = "configs/cascade_clip/cascade_clip_toy.py"
 TOY_ST = "configs/cascade_clip/cascade_clip_toy_st.py"
 TEST_PREPARE = REPO / "tests" / "data" / "test_prepare.py"
-EVAL_DATASETS = ["ovseg_voc20_val", "ovseg_pc59_val"]
+EVAL_DATASETS = ["ovseg_voc20_val", "ovseg_pc59_val", "ovseg_coco_stuff171_val"]  # the three zero-shot benchmarks
 
 
 def _train_net(config: str, flags: list[str], overrides: list[str], datasets_root: Path) -> str:
@@ -103,7 +103,8 @@ def benchmark_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("benchmarks")
     prep.make_voc(root, aug=True)
     prep.make_pc59(root)
-    for script in ("prepare_voc", "prepare_pascal_context_59"):
+    prep.make_coco_stuff(root)
+    for script in ("prepare_voc", "prepare_pascal_context_59", "prepare_coco_stuff"):
         assert prep.run(script, root)["written"] > 0
     return root
 

@@ -380,6 +380,14 @@ def test_voc_missing(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- COCO-Stuff / Object
 
 
+def make_coco_stuff(root: Path) -> None:
+    """A COCO-Stuff 2017 miniature (train + val image): person, toothbrush, an unused id, banner, wood, unlabelled."""
+    base = root / "coco-stuff"
+    for split in ("train2017", "val2017"):
+        write_gray(base / "annotations" / split / "000000000139.png", rows([0, 89, 11, 91, 181, 255]))
+        write_rgb(base / "images" / split / "000000000139.jpg")
+
+
 def test_coco_stuff_and_object(tmp_path: Path) -> None:
     base = tmp_path / "coco-stuff"
     # 0 person, 89 toothbrush, 11 (unused COCO id 12), 91 banner, 181 wood, 255 unlabelled
@@ -406,6 +414,15 @@ def test_coco_stuff_missing(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- Cityscapes
+
+
+def make_cityscapes(root: Path) -> None:
+    """A Cityscapes val miniature (one frankfurt image) in the official gtFine layout."""
+    base = root / "cityscapes"
+    stem = "frankfurt_000000_000019"
+    write_gray(base / f"gtFine/val/frankfurt/{stem}_gtFine_labelIds.png", rows([7, 33, 0, 6, 24, 26, 34]))
+    write_rgb(base / f"leftImg8bit/val/frankfurt/{stem}_leftImg8bit.png")
+    (base / "gtFine/train").mkdir(exist_ok=True)
 
 
 def test_cityscapes(tmp_path: Path) -> None:

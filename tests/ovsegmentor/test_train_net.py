@@ -100,11 +100,7 @@ def benchmark_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prep.make_voc(root, aug=True)
     prep.make_pc59(root)
     prep.make_ade150(root)
-    coco = root / "coco-stuff"
-    raw = prep.rows([0, 89, 11, 91, 181, 255])  # person, toothbrush, unused id, banner, wood, unlabelled
-    for split in ("train2017", "val2017"):
-        prep.write_gray(coco / "annotations" / split / "000000000139.png", raw)
-        prep.write_rgb(coco / "images" / split / "000000000139.jpg")
+    prep.make_coco_stuff(root)
     for script in ("prepare_voc", "prepare_pascal_context_59", "prepare_ade20k_150", "prepare_coco_stuff"):
         assert prep.run(script, root)["written"] > 0
     return root

@@ -86,3 +86,77 @@ def test_tcl_trains_on_captions_in_two_cpu_processes(toy_root: Path, tmp_path: P
     copied = [k for k in trained if k.startswith("masker_block.")]
     assert len(copied) == 12
     assert any(not torch.equal(trained[k], trained[block + k[len("masker_block."):]]) for k in copied)
+
+
+def _load_test_prepare():
+    spec = importlib.util.spec_from_file_location("_tcl_test_prepare_helpers", TEST_PREPARE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def benchmark_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """VOC 2012 / PASCAL Context / COCO-Stuff (+ Object) / Cityscapes / ADE20K miniatures, prepared by the real scripts."""
+    prep = _load_test_prepare()
+    root = tmp_path_factory.mktemp("benchmarks")
+    prep.make_voc(root, aug=True)
+    prep.make_pc59(root)
+    prep.make_ade150(root)
+    prep.make_coco_stuff(root)
+    prep.make_cityscapes(root)
+    for script in ("prepare_voc", "prepare_pascal_context_59", "prepare_ade20k_150", "prepare_coco_stuff",
+                   "prepare_cityscapes"):
+        assert prep.run(script, root)["written"] > 0, script
+    return root
+
+
+def _copypaste_block(out: str, name: str) -> dict[str, float]:
+    match = re.search(
+        rf"Evaluation results for {re.escape(name)}:\n.*copypaste: Task: sem_seg\n"
+        r".*copypaste: (?P<keys>\S+)\n.*copypaste: (?P<values>\S+)\n",
+        out,
+    )
+    assert match, f"no results printed for {name}:\n{out[-3000:]}"
+    return dict(zip(match["keys"].split(","), map(float, match["values"].split(","))))
+
+
+@pytest.mark.timeout(600)
+def test_eval_only_scores_the_eight_benchmarks(benchmark_root: Path, tmp_path: Path, monkeypatch) -> None:
+    proc = _train_net(
+        "configs/tcl/tcl_vitb16.py",
+        ["--eval-only"],
+        ["train.device=cpu", f"train.output_dir={tmp_path}", "train.init_checkpoint=none",
+         "model.clip_model=tiny-tcl", "dataloader.test.num_workers=0"],
+        benchmark_root,
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out[-5000:]
+    positions = [out.find(f"Evaluation results for {name}:") for name in EIGHT]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions), out[-3000:]
+
+    import ovseg_d2.data  # noqa: F401  (registers the datasets)
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from ovseg_d2.data.mappers import read_sem_seg
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(benchmark_root))
+    for name in EIGHT:
+        printed = _copypaste_block(out, name)
+        saved = torch.load(tmp_path / "inference" / name / "sem_seg_evaluation.pth", weights_only=False)
+        for key, value in printed.items():
+            assert value == pytest.approx(saved["metrics"][key], abs=1e-4), (name, key)
+        meta = MetadataCatalog.get(name)
+        k = len(meta.stuff_classes)
+        hist = np.zeros(k + 1, np.int64)
+        for record in DatasetCatalog.get(name):
+            gt = read_sem_seg(record["sem_seg_file_name"])
+            hist += np.bincount(np.where(gt == meta.ignore_label, k, gt).ravel(), minlength=k + 1)
+        conf = saved["conf_matrix"].numpy().astype(np.float64)
+        np.testing.assert_array_equal(conf.sum(axis=0), hist, err_msg=name)  # every GT pixel scored once
+        # mmseg convention: a class predicted but absent from the ground truth counts as IoU 0; only
+        # classes with neither are left out of the mean.
+        tp = np.diag(conf[:k, :k])
+        union = conf[:k, :k].sum(axis=0) + conf[:k, :k].sum(axis=1) - tp
+        present = union > 0
+        assert saved["metrics"]["mIoU"] == pytest.approx(100 * np.mean(tp[present] / union[present]), abs=1e-4), name
