@@ -27,14 +27,13 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 import ovseg_d2.data  # noqa: F401  (registers the datasets)
 from ovseg_d2.engine import OpenVocabPredictor, load_config
+from ovseg_d2.engine.demo_output import predict_labels, segment_image  # noqa: F401  (tests: predict_labels)
 from ovseg_d2.modeling import Vocabulary
-from ovseg_d2.utils.visualization import UNLABELED, render_segmentation, save_image
+from ovseg_d2.utils.visualization import save_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -65,16 +64,6 @@ def output_paths(images: list[Path], output: Path) -> list[Path]:
     return [output / p.relative_to(root).with_name(p.name + ".png") for p in images]
 
 
-def predict_labels(scores: torch.Tensor, vocabulary: Vocabulary, min_score: float | None) -> np.ndarray:
-    """(P, H, W) prompt scores -> (H, W) scored-class ids, as the evaluator folds prompts
-    (`prompt_to_class[argmax]`); -1 (unlabeled) where the best score is below `min_score`."""
-    best, prompt = scores.max(dim=0)
-    labels = np.asarray(vocabulary.prompt_to_class)[prompt.numpy()]
-    if min_score is not None:
-        labels[best.numpy() < min_score] = -1
-    return labels
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
@@ -101,20 +90,18 @@ def main(argv: list[str] | None = None) -> int:
     predictor = OpenVocabPredictor(cfg, args.weights)
     if vocabulary is None:
         vocabulary = predictor.model.vocabulary_for(cfg.dataloader.test_datasets[0])
-    names = list(vocabulary.class_names)
     failures: list[str] = []
     written = 0
     for path, target in zip(tqdm(images, desc="demo", unit="img"), targets):
         try:
-            image, scores = predictor(path, vocabulary)
+            result = segment_image(predictor, path, vocabulary, args.min_score)
         except OSError as err:  # unreadable image: report it, go on with the others
             failures.append(str(err) if str(path) in str(err) else f"{path}: {err}")
             tqdm.write(f"FAILED {failures[-1]}")
             continue
-        labels = predict_labels(scores, vocabulary, args.min_score)
-        save_image(render_segmentation(image, [labels], ["area"], names, alpha=args.alpha), target)
+        save_image(result.overlay(args.alpha), target)
         written += 1
-        found = [names[i] if i >= 0 else UNLABELED for i in np.unique(labels)]
+        found = [name for name, area in result.area_table() if area > 0]
         tqdm.write(f"{path}: {', '.join(found)} -> {target}")
     print(f"wrote {written} overlays to {args.output}")
     if failures:

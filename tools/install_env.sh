@@ -49,6 +49,19 @@ else
     "sudo apt-get install $FONT_PACKAGES (labels fall back to DejaVu Sans)"
 fi
 
+# Chromium for the web demo's browser test (tests/tools/test_web_demo.py, driven by Playwright) and its
+# screenshot script; Playwright's own browser download needs a network this project does not assume.
+if command -v chromium >/dev/null; then
+  :
+elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "[install_env] browser for the web demo test: apt-get install chromium"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "[install_env] WARNING: could not install chromium; the web demo's browser test will fail as root"
+else
+  echo "[install_env] WARNING: chromium missing; for the web demo's browser test run sudo apt-get install chromium" \
+    "(without it the test is skipped)"
+fi
+
 echo "[install_env] ovseg-d2 (editable)"
 pipi --no-deps --no-build-isolation -e "$ROOT"
 "$PY" -c "import torch, detectron2, open_clip, ovseg_d2; print('[install_env] ok: torch', torch.__version__, '| detectron2', detectron2.__version__, '| open_clip', open_clip.__version__)"
