@@ -32,7 +32,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["ovseg_d2", "ovseg_d2.*"]) + list(PROJECTS),
     package_dir=PROJECTS,
-    package_data={"ovseg_d2": ["data/vocab/*.json", "clip/model_configs/*.json", "clip/templates/*.txt"]},
+    package_data={"ovseg_d2": ["data/vocab/*.json", "clip/model_configs/*.json", "clip/templates/*.txt",
+                              "data/toy/weights/*.pt", "data/toy/weights/scores.json"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",

@@ -2,15 +2,21 @@
 """Toy world -> tiny CLIP -> retrieval report, each stage cached:
 
 1. generate the toy world under OUTPUT/toy_world (tools/make_toy_world.py; skipped where it exists);
-2. pretrain the tiny CLIP with tools/train_net.py and configs/toy/clip_pretrain.py (captions streamed
-   from the world's webdataset shards), then export it as
-   an open_clip checkpoint OUTPUT/tiny_clip.pt (skipped if that file exists);
+2. the tiny CLIP OUTPUT/tiny_clip.pt, an open_clip checkpoint (skipped if that file exists):
+   - by default the shipped weights of pretraining seed --clip-seed
+     (ovseg_d2/data/toy/weights/tiny_clip_seed<N>.pt, expanded to a normal checkpoint);
+   - with --pretrain (or when no weights are shipped for that seed) pretrained here with
+     tools/train_net.py and configs/toy/clip_pretrain.py, train.seed = --clip-seed (captions streamed
+     from the world's webdataset shards); token-embedding rows that no caption uses are zeroed, as in
+     the shipped files; --ship also writes the compact file into the package (how the shipped ones
+     were made: --pretrain --ship --clip-seed N, on the default world);
 3. load it with `ovseg_d2.clip.build_clip(configs/toy/tiny_clip.json, weights=...)`, as every method
-   will, and report zero-shot image-to-text retrieval top-1 over the 30 class prompts on the held-out
-   single-object images (OUTPUT/retrieval.json).
+   will, and report zero-shot image-to-text retrieval over the 30 class prompts on the held-out
+   single-object images: top-1, shape and colour accuracy (OUTPUT/retrieval.json).
 
-  python tools/pretrain_toy_clip.py --output output/toy
-  python tools/pretrain_toy_clip.py --output output/toy train.max_iter=300   # extra train_net overrides
+  python tools/pretrain_toy_clip.py --output output/toy                       # shipped seed-0 weights
+  python tools/pretrain_toy_clip.py --output output/toy --pretrain --clip-seed 1
+  python tools/pretrain_toy_clip.py --output output/toy --pretrain train.max_iter=300  # train_net overrides
 """
 from __future__ import annotations
 
@@ -22,10 +28,19 @@ import sys
 import time
 from pathlib import Path
 
+from ovseg_d2.checkpoint import load_checkpoint_file
 from ovseg_d2.clip import build_clip, get_tokenizer
-from ovseg_d2.data.toy import ToyWorldConfig, ToyWorldLayout, generate_toy_world
-from ovseg_d2.data.toy.retrieval import evaluate_retrieval
-from ovseg_d2.modeling.contrastive_clip import export_clip_checkpoint
+from ovseg_d2.data.toy import ToyWorldConfig, ToyWorldLayout, generate_toy_world, read_meta
+from ovseg_d2.data.toy.retrieval import class_prompts, evaluate_retrieval
+from ovseg_d2.data.toy.shipped_clip import (
+    compact_state_dict,
+    expand_shipped_weights,
+    save_atomic,
+    shipped_weights,
+    used_token_ids,
+    zero_unused_token_rows,
+)
+from ovseg_d2.modeling.contrastive_clip import clip_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/toy/clip_pretrain.py"
@@ -36,26 +51,48 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="output/toy", help="folder of the world, the run and the checkpoint")
     parser.add_argument("--num-train", type=int, default=ToyWorldConfig.num_train)
-    parser.add_argument("--seed", type=int, default=ToyWorldConfig.seed)
-    parser.add_argument("overrides", nargs="*", help="key=value overrides passed to tools/train_net.py")
-    return parser.parse_args()
+    parser.add_argument("--seed", type=int, default=ToyWorldConfig.seed, help="toy world generation seed")
+    parser.add_argument("--clip-seed", type=int, default=0, help="tiny CLIP pretraining seed (train.seed)")
+    parser.add_argument("--pretrain", action="store_true",
+                        help="pretrain here instead of using the shipped weights of --clip-seed")
+    parser.add_argument("--ship", action="store_true",
+                        help="with --pretrain: also write the compact weights into ovseg_d2/data/toy/weights/")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides passed to tools/train_net.py (--pretrain)")
+    args = parser.parse_args()
+    if args.ship and not args.pretrain:
+        parser.error("--ship needs --pretrain")
+    return args
 
 
-def pretrain(world: Path, run_dir: Path, overrides: list[str]) -> None:
+def pretrain(world: Path, run_dir: Path, seed: int, overrides: list[str]) -> None:
     """Run tools/train_net.py in a child process, as a user would. OpenMP threads sleep instead of
     spinning while waiting, which keeps small-matrix training fast on a busy machine."""
     cmd = [
         sys.executable, str(REPO / "tools/train_net.py"), "--config-file", str(CONFIG), "--num-gpus", "1",
-        f"dataloader.train.shards={ToyWorldLayout(world).shard_dir}", f"train.output_dir={run_dir}", *overrides,
+        f"dataloader.train.shards={ToyWorldLayout(world).shard_dir}", f"train.output_dir={run_dir}",
+        f"train.seed={seed}", *overrides,
     ]
     env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
     subprocess.run(cmd, check=True, cwd=REPO, env=env)
+
+
+def export_pretrained(world: Path, run_dir: Path, weights: Path, ship_seed: int | None) -> None:
+    """The trained CLIP as an open_clip checkpoint whose token rows outside the captions' and class
+    prompts' tokens are zero (so it equals its compact form); optionally ship the compact form."""
+    state = load_checkpoint_file(run_dir / "model_final.pth")
+    captions = [r["caption"] for r in read_meta(ToyWorldLayout(world), "train")] + class_prompts()
+    sd = zero_unused_token_rows(clip_state_dict(state.get("model", state)),
+                                used_token_ids(get_tokenizer(CLIP_CONFIG), captions))
+    save_atomic({"state_dict": sd}, weights)
+    if ship_seed is not None:
+        print(f"shipped: {save_atomic(compact_state_dict(sd), shipped_weights(ship_seed))}")
 
 
 def main() -> None:
     args = parse_args()
     output = Path(args.output).resolve()
     world, run_dir, weights = output / "toy_world", output / "clip_pretrain", output / "tiny_clip.pt"
+    shipped = shipped_weights(args.clip_seed)
     timings: dict[str, float] = {}
 
     start = time.perf_counter()
@@ -63,9 +100,17 @@ def main() -> None:
     timings["generate_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    source = "existing file"
     if not weights.exists():
-        pretrain(world, run_dir, args.overrides)
-        export_clip_checkpoint(run_dir / "model_final.pth", weights)
+        if args.pretrain or not shipped.exists():
+            source = f"pretrained here, seed {args.clip_seed}"
+            pretrain(world, run_dir, args.clip_seed, args.overrides)
+            export_pretrained(world, run_dir, weights, args.clip_seed if args.ship else None)
+        else:
+            source = f"shipped {shipped.relative_to(REPO)}"
+            if args.overrides:
+                print(f"note: train_net overrides {args.overrides} unused: shipped weights (add --pretrain to train)")
+            expand_shipped_weights(shipped, weights)
     timings["pretrain_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -73,7 +118,8 @@ def main() -> None:
     result = evaluate_retrieval(clip, get_tokenizer(CLIP_CONFIG), world)
     timings["retrieval_s"] = time.perf_counter() - start
 
-    report = {"weights": str(weights), "retrieval": result, "timings": timings}
+    report = {"weights": str(weights), "clip_seed": args.clip_seed, "source": source,
+              "retrieval": result, "timings": timings}
     (output / "retrieval.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 

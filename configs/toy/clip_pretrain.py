@@ -1,7 +1,9 @@
 # Contrastive pretraining of the toy world's tiny CLIP (ovseg_d2.modeling.ContrastiveCLIP, symmetric
-# InfoNCE) on the toy captions, streamed from the world's webdataset shards (the same loader as TCL's
-# CC3M+CC12M); tools/pretrain_toy_clip.py runs it, exports the open_clip checkpoint and reports
-# zero-shot retrieval.
+# InfoNCE + shape-swapped hard negatives) on the toy captions, streamed from the world's webdataset
+# shards (the same loader as TCL's CC3M+CC12M); tools/pretrain_toy_clip.py --pretrain runs it,
+# exports the open_clip checkpoint and reports zero-shot retrieval. 2,000 iterations take ~35 min on
+# the shared 2-core machine, so the demo uses the shipped weights of seeds 0-2 made by
+# `tools/pretrain_toy_clip.py --pretrain --ship --clip-seed N` (ovseg_d2/data/toy/README.md).
 #   python tools/train_net.py --config-file configs/toy/clip_pretrain.py --num-gpus 1 \
 #       dataloader.train.shards=$PWD/output/toy/toy_world/shards train.output_dir=output/toy/clip_pretrain
 # `shards` relative paths resolve against $DETECTRON2_DATASETS (default: the default toy world's).
@@ -13,6 +15,8 @@ from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 
 from ovseg_d2.data.image_text import ImageTextMapper, build_image_text_train_loader
+from ovseg_d2.data.toy.captions import AttributeSwap
+from ovseg_d2.data.toy.world import SHAPES
 from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP
 
 from ..common.optim import AdamW as optimizer
@@ -20,7 +24,14 @@ from ..common.schedule import cosine as lr_multiplier
 from ..common.train import train
 
 # The CLIP config is named relative to this file, so the config works from any working directory.
-model = L(ContrastiveCLIP)(clip_model=str(Path(__file__).with_name("tiny_clip.json")), clip_weights=None)
+model = L(ContrastiveCLIP)(
+    clip_model=str(Path(__file__).with_name("tiny_clip.json")),
+    clip_weights=None,
+    # Hard negatives: each image must also prefer its caption over copies with one shape word swapped.
+    # Colour, counts and sizes separate nearly every pair of a batch, so without them shape earns
+    # almost no gradient (ovseg_d2/data/toy/README.md).
+    text_negatives=L(AttributeSwap)(words=SHAPES, count=4),
+)
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_image_text_train_loader)(
@@ -38,7 +49,7 @@ optimizer.weight_decay = 0.05
 lr_multiplier.warmup_length = 0.05
 lr_multiplier.warmup_factor = 0.01
 
-train.max_iter = 1000
+train.max_iter = 2000
 train.seed = 0
 train.eval_period = 0
 train.log_period = 50

@@ -1,7 +1,9 @@
-"""ContrastiveCLIP (training step, eval output), checkpoint export, and toy retrieval evaluation."""
+"""ContrastiveCLIP (training step, hard negatives, eval output), checkpoint export, and toy retrieval
+evaluation."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +15,8 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from ovseg_d2.clip import build_clip
-from ovseg_d2.data.toy import CLASS_NAMES, UNSEEN_CLASS_IDS
+from ovseg_d2.data.toy import CLASS_NAMES, SHAPES, UNSEEN_CLASS_IDS
+from ovseg_d2.data.toy.captions import AttributeSwap
 from ovseg_d2.data.toy.retrieval import evaluate_retrieval
 from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP, export_clip_checkpoint
 
@@ -99,7 +102,7 @@ class _OracleCLIP(nn.Module):
         return torch.nn.functional.one_hot(torch.tensor(picked), len(CLASS_NAMES)).float()
 
 
-def test_retrieval_report_scores_seen_and_unseen_separately(toy_root: Path, toy_config) -> None:
+def test_retrieval_report_scores_seen_unseen_shape_and_colour(toy_root: Path, toy_config) -> None:
     """Right on every seen-class image, wrong (the next class) on every unseen-class one."""
     n = toy_config.num_retrieval
     truth = [k % len(CLASS_NAMES) for k in range(n)]
@@ -110,6 +113,10 @@ def test_retrieval_report_scores_seen_and_unseen_separately(toy_root: Path, toy_
     assert num_unseen == 6 and n == 30  # the tiny world shows each class once
     assert result["top1"] == pytest.approx(100 * 24 / 30)
     assert result["top1_seen"] == 100.0 and result["top1_unseen"] == 0.0
+    # The next class has another shape; it has the same colour except after purple cross (24), whose
+    # next class is orange circle (25).
+    assert result["shape"] == pytest.approx(100 * 24 / 30)
+    assert result["colour"] == pytest.approx(100 * 29 / 30)
     assert result["chance"] == pytest.approx(100 / 30) and result["num_images"] == 30
 
 
@@ -128,3 +135,47 @@ def test_pretrain_config_trains_and_exports(registered_toy_root: Path, tmp_path:
     weights = export_clip_checkpoint(tmp_path / "model_final.pth", tmp_path / "tiny_clip.pt")
     clip = build_clip(cfg.model.clip_model, weights=weights)
     assert clip.visual.image_size == (cfg.dataloader.train.mapper.image_size,) * 2
+
+
+def test_attribute_swap_changes_one_shape_word() -> None:
+    random.seed(0)
+    caption = "a red circle above a small blue star, and an orange cross"
+    negatives = AttributeSwap(count=20)(caption)
+    assert len(negatives) == 20
+    for negative in negatives:
+        changed = [(a, b) for a, b in zip(caption.split(), negative.split()) if a != b]
+        assert len(changed) == 1 and len(negative.split()) == len(caption.split())
+        old, new = (w.strip(",") for w in changed[0])
+        assert old in SHAPES and new in SHAPES and old != new
+    # Over 20 draws every object gets swapped at least once (3 objects, fixed seed).
+    words = caption.split()
+    swapped_positions = {next(i for i, (a, b) in enumerate(zip(words, n.split())) if a != b) for n in negatives}
+    assert swapped_positions == {2, 7, 11}
+    with pytest.raises(ValueError, match="names none of"):
+        AttributeSwap()("a photo of nothing")
+
+
+def test_hard_negative_loss_is_the_cross_entropy_against_swapped_captions(micro_clip_json: Path) -> None:
+    torch.manual_seed(0)
+    # One negative per caption: its first shape word replaced by square (by star if it is a square).
+    negatives = {c: [c.replace(w, "square" if w != "square" else "star") for w in SHAPES if w in c][:1]
+                 for c in CAPTIONS}
+    model = ContrastiveCLIP(clip_model=micro_clip_json, text_negatives=lambda c: negatives[c],
+                            hard_negative_weight=0.5).train()
+    batch = _batch()
+    with EventStorage():
+        losses = model(batch)
+    with torch.no_grad():
+        image = model.encode_image([x["image"] for x in batch])
+        positive = model.encode_text(CAPTIONS)
+        negative = model.encode_text([negatives[c][0] for c in CAPTIONS])
+        scale = model.clip.logit_scale.exp()
+        # Two candidates per image, its caption first: CE = log(1 + exp(s * (neg - pos))).
+        margin = scale * ((image * negative).sum(1) - (image * positive).sum(1))
+        expected = 0.5 * F.softplus(margin).mean()
+    assert set(losses) == {"loss_contrastive", "loss_hard_negative"}
+    assert losses["loss_hard_negative"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+    model.text_negatives = lambda c: negatives[c] * (1 + (c == CAPTIONS[0]))  # uneven counts
+    with EventStorage(), pytest.raises(ValueError, match="same number"):
+        model(batch)

@@ -3,14 +3,17 @@
 A caption names every object of its scene by colour + shape (optionally with a size word) and uses no
 other colour or shape word, so it is a noisy but exact "web caption" of the image. Spatial words
 come from the objects' geometry; the template choice comes from the scene's generator.
+`AttributeSwap` makes hard negatives of a caption for contrastive pretraining (another shape word).
 """
 from __future__ import annotations
 
+import random
+import re
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .world import CLASSES
+from .world import CLASSES, SHAPES
 
 if TYPE_CHECKING:
     from .scene import ToyObject
@@ -86,3 +89,27 @@ def make_caption(
     template = templates[rng.integers(len(templates))]
     rel = relation(order[0], order[1]) if len(order) > 1 else ""
     return template.format(*phrases, bg=background, rel=rel, where=location(order[0], image_size))
+
+
+class AttributeSwap:
+    """Hard negatives of a caption: `count` copies, each with one occurrence of a `words` word (a
+    shape, by default) replaced by another word of `words` ("a red circle and a blue star" -> "a red
+    square and a blue star"). Random choices come from Python's `random`, which the trainer seeds.
+    Used as `ContrastiveCLIP(text_negatives=AttributeSwap())`."""
+
+    def __init__(self, words: Sequence[str] = SHAPES, count: int = 1) -> None:
+        if len(set(words)) < 2 or count < 1:
+            raise ValueError(f"need >= 2 distinct words and count >= 1, got words={list(words)}, count={count}")
+        self.words, self.count = tuple(words), count
+        self._pattern = re.compile(r"\b(" + "|".join(map(re.escape, self.words)) + r")\b")
+
+    def __call__(self, caption: str) -> list[str]:
+        matches = list(self._pattern.finditer(caption))
+        if not matches:
+            raise ValueError(f"caption {caption!r} names none of {list(self.words)}: no hard negative to make")
+        negatives = []
+        for _ in range(self.count):
+            m = random.choice(matches)
+            other = random.choice([w for w in self.words if w != m.group()])
+            negatives.append(caption[:m.start()] + other + caption[m.end():])
+        return negatives

@@ -20,7 +20,7 @@ import os
 import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -199,13 +199,20 @@ def _write_shards(layout: ToyWorldLayout, config: ToyWorldConfig) -> None:
 
 
 def generate_toy_world(
-    root: str | os.PathLike, config: ToyWorldConfig = ToyWorldConfig(), *, progress: bool = True
+    root: str | os.PathLike, config: ToyWorldConfig = ToyWorldConfig(), *, progress: bool = True,
+    splits: Sequence[str] = SPLITS,
 ) -> ToyWorldLayout:
-    """Generate (or complete) the toy world under `root`; complete splits are skipped entirely."""
+    """Generate (or complete) the toy world under `root`; complete splits are skipped entirely.
+    `splits` limits the work to some splits (the shards come with "train"): an image does not depend
+    on the other splits, so e.g. the retrieval split alone equals that of the full world."""
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown toy world splits {sorted(unknown)}; choose from {SPLITS}")
     layout = ToyWorldLayout(root)
     _check_manifest(layout, config)
-    for split in SPLITS:
+    for split in splits:
         if not layout.meta_file(split).exists():
             _write_split(layout, config, split, progress)
-    _write_shards(layout, config)
+    if "train" in splits:
+        _write_shards(layout, config)
     return layout

@@ -2,7 +2,8 @@
 
 Each `retrieval` image holds exactly one object; the CLIP must pick its class among the 30 class
 prompts ("a photo of an orange star"), the 6 unseen classes included. This checks the "web-scale"
-CLIP before any segmentation training: chance is 1/30.
+CLIP before any segmentation training: chance is 1/30. The prediction's colour and shape are also
+scored on their own (chance 1/6 and 1/5): a CLIP that only sees colour reaches 100 % colour, 20 % shape.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ...clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..image_text import ImageTextMapper
 from .captions import article
 from .generate import ToyWorldLayout, read_meta
-from .world import CLASS_NAMES, UNSEEN_CLASS_IDS
+from .world import CLASS_NAMES, CLASSES, UNSEEN_CLASS_IDS
 
 
 def class_prompts(names: Sequence[str] = CLASS_NAMES) -> list[str]:
@@ -38,7 +39,8 @@ def evaluate_retrieval(
     progress: bool = True,
 ) -> dict[str, float]:
     """Top-1 accuracy (%) of an open_clip CLIP over the 30 class prompts: all images, images of seen
-    classes, images of unseen classes, with `chance` for reference."""
+    classes, images of unseen classes; `shape` / `colour`: how often the predicted class has the
+    image's shape / colour; `chance` (of top-1) for reference."""
     clip.eval()
     device = next(clip.parameters()).device
     size = clip.visual.image_size
@@ -59,10 +61,15 @@ def evaluate_retrieval(
         images = (torch.stack(batch).to(device, torch.float32) - mean) / std
         image = clip.encode_image(images, normalize=True)
         predictions.append((image @ text.T).argmax(dim=1).cpu().numpy())
-    correct = np.concatenate(predictions) == labels
+    predicted = np.concatenate(predictions)
+    correct = predicted == labels
     unseen = np.isin(labels, UNSEEN_CLASS_IDS)
+    same_shape = [CLASSES[p].shape == CLASSES[t].shape for p, t in zip(predicted, labels)]
+    same_colour = [CLASSES[p].colour == CLASSES[t].colour for p, t in zip(predicted, labels)]
     return {
         "top1": 100.0 * correct.mean(),
+        "shape": 100.0 * np.mean(same_shape),
+        "colour": 100.0 * np.mean(same_colour),
         "top1_seen": 100.0 * correct[~unseen].mean(),
         "top1_unseen": 100.0 * correct[unseen].mean(),
         "chance": 100.0 / len(CLASS_NAMES),
