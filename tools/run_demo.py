@@ -10,6 +10,16 @@
 
   python tools/run_demo.py --output output/demo [--catseg-iters 300] [--num-overlays 6] [--threads 2]
 
+With --methods, the toy-world leaderboard instead (`make leaderboard`): every toy config that declares
+a `leaderboard` entry (ovseg_d2/data/toy/leaderboard.py; `--list` shows them), trained the way its
+paper trains with its prerequisites, evaluated on toy_val, for every pretraining x training seed;
+OUTPUT/leaderboard.md and .json (mean ± std per metric), OUTPUT/leaderboard_runs.json (every run).
+Re-running resumes: finished stages are skipped. A failing stage is reported in its row (exit status 1).
+
+  python tools/run_demo.py --methods all --output output/leaderboard [--seeds 0 1 2] [--clip-seeds 0 1 2]
+  python tools/run_demo.py --methods catseg,tcl --output output/leaderboard
+  python tools/run_demo.py --methods all --output /tmp/smoke --max-iter 2   # smoke mode: every stage capped
+
 Reproducible: every stage is seeded (world generation, data order, augmentations, model init) and
 every stage, the pretraining child process included, runs with `--threads` intra-op threads. Float
 sums are split across threads, so the number of threads changes the last bits of every result and,
@@ -21,24 +31,65 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PRETRAIN_SCRIPT = REPO / "tools/pretrain_toy_clip.py"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="output/demo", help="folder for every artefact of the run")
-    parser.add_argument("--catseg-iters", type=int, default=None, help="override CAT-Seg's train.max_iter")
-    parser.add_argument("--num-overlays", type=int, default=6)
+    parser.add_argument("--catseg-iters", type=int, default=None, help="demo: override CAT-Seg's train.max_iter")
+    parser.add_argument("--num-overlays", type=int, default=6, help="demo: validation images drawn")
     parser.add_argument(
         "--threads", type=int, default=2,
         help="intra-op threads of every stage; the numbers are reproducible for a given value",
     )
-    return parser.parse_args()
+    parser.add_argument("--pretrain", action="store_true",
+                        help="retrain the tiny CLIP (passed to tools/pretrain_toy_clip.py) instead of shipped weights")
+    board = parser.add_argument_group("leaderboard")
+    board.add_argument("--methods", default=None,
+                       help="`all` or comma-separated method folders / config ids (catseg,tcl): the leaderboard")
+    board.add_argument("--list", action="store_true", help="print the discovered leaderboard entries and exit")
+    board.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (train.seed)")
+    board.add_argument("--clip-seeds", type=int, nargs="+", default=[0], help="tiny CLIP pretraining seeds")
+    board.add_argument("--max-iter", type=int, default=None,
+                       help="smoke mode: cap every stage's train.max_iter (the CLIP pretraining's too); "
+                            "tests the machinery, the numbers mean nothing")
+    board.add_argument("--device", default="cpu", help="train.device of every stage (cpu: reproducible numbers)")
+    return parser.parse_args(argv)
+
+
+def pretrain_flags() -> set[str]:
+    """The options of tools/pretrain_toy_clip.py among --clip-seed / --pretrain (older versions lack them)."""
+    usage = subprocess.run([sys.executable, str(PRETRAIN_SCRIPT), "--help"], capture_output=True, text=True, cwd=REPO)
+    return {flag for flag in ("--clip-seed", "--pretrain") if flag in usage.stdout}
+
+
+def pretrain_command(
+    output: Path, clip_seed: int | None = None, pretrain: bool = False, max_iter: int | None = None
+) -> list[str]:
+    """tools/pretrain_toy_clip.py for `output`. A script without --clip-seed gets the seed as the
+    pretraining config's `train.seed`; one without --pretrain always pretrains."""
+    cmd = [sys.executable, str(PRETRAIN_SCRIPT), "--output", str(output)]
+    flags = pretrain_flags() if clip_seed is not None or pretrain else set()
+    if clip_seed is not None:
+        cmd += ["--clip-seed", str(clip_seed)] if "--clip-seed" in flags else [f"train.seed={clip_seed}"]
+    if pretrain and "--pretrain" in flags:
+        cmd.append("--pretrain")
+    if max_iter is not None:
+        cmd.append(f"train.max_iter={max_iter}")
+    return cmd
+
+
+def pretrain_clip(output: Path, pretrain: bool = False) -> dict:
+    subprocess.run(pretrain_command(output, pretrain=pretrain), check=True, cwd=REPO)
+    return json.loads((output / "retrieval.json").read_text())
 
 
 def run_stage(name: str, timings: dict[str, float], fn, *args):
@@ -49,30 +100,16 @@ def run_stage(name: str, timings: dict[str, float], fn, *args):
     return result
 
 
-def pretrain_clip(output: Path) -> dict:
-    subprocess.run([sys.executable, str(REPO / "tools/pretrain_toy_clip.py"), "--output", str(output)],
-                   check=True, cwd=REPO)
-    return json.loads((output / "retrieval.json").read_text())
-
-
-def main() -> int:
-    args = parse_args()
-    output = Path(args.output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
-    # The toy datasets are registered under $DETECTRON2_DATASETS/toy_world (resolved at load time).
-    os.environ["DETECTRON2_DATASETS"] = str(output)
-    # Read by torch at start-up here and in the pretraining child process.
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-    import torch
+def run_demo(args: argparse.Namespace, output: Path) -> int:
+    """Baseline + CAT-Seg + overlays (`make demo`)."""
     from detectron2.utils.logger import setup_logger
 
     from ovseg_d2.data.toy.demo import evaluate_baseline, train_and_evaluate_catseg, write_overlays
 
-    torch.set_num_threads(args.threads)  # in case torch was imported before the variables were set
     setup_logger()  # detectron2: training progress and evaluation logs
     setup_logger(name="ovseg_d2")
     timings: dict[str, float] = {}
-    clip = run_stage("toy world + tiny CLIP pretraining", timings, pretrain_clip, output)
+    clip = run_stage("toy world + tiny CLIP pretraining", timings, pretrain_clip, output, args.pretrain)
     weights = clip["weights"]
     baseline = run_stage("training-free dense baseline", timings, evaluate_baseline, weights, output / "baseline")
     model, catseg = run_stage(
@@ -99,6 +136,69 @@ def main() -> int:
     print(f"\noverlays (image | CAT-Seg | ground truth | legend): {output / 'overlays'}")
     print(f"all numbers: {output / 'summary.json'}")
     return 0
+
+
+def list_methods() -> int:
+    from ovseg_d2.data.toy.leaderboard import discover
+
+    for entry in discover().values():
+        extra = [f"after {entry.after}"] if entry.after else []
+        extra += ["eval-only"] if entry.eval_only else []
+        extra += ["reference"] if entry.reference else []
+        print(f"{entry.id:<40} {entry.name} [{entry.trained_on}]" + (f" ({', '.join(extra)})" if extra else ""))
+    return 0
+
+
+def run_leaderboard(args: argparse.Namespace, output: Path) -> int:
+    from ovseg_d2.data.toy import ToyWorldConfig, generate_toy_world
+    from ovseg_d2.data.toy.leaderboard import Leaderboard, Options, any_failed, discover, select, write_report
+
+    options = Options(output=output, clip_seeds=args.clip_seeds, seeds=args.seeds, max_iter=args.max_iter,
+                      device=args.device)
+    board = Leaderboard(select(discover(), args.methods), options)
+    board.progress("toy world")
+    generate_toy_world(output / "toy_world", ToyWorldConfig())  # skipped where complete
+
+    def tiny_clip(clip_seed: int) -> None:
+        """OUTPUT/clip<seed>/tiny_clip.pt (+ retrieval.json, its final artefact) on the shared world."""
+        folder = board.clip_dir(clip_seed)
+        if (folder / "retrieval.json").exists():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "toy_world").exists():
+            (folder / "toy_world").symlink_to("../toy_world")  # the script finds the world complete
+        log = folder / "pretrain.log"
+        with log.open("a") as stream:
+            done = subprocess.run(pretrain_command(folder, clip_seed, args.pretrain, args.max_iter),
+                                  cwd=REPO, stdout=stream, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            raise RuntimeError(f"tools/pretrain_toy_clip.py exited with status {done.returncode} (log: {log})")
+
+    result = board.run(tiny_clip)
+    command = shlex.join(["python", "tools/run_demo.py", *sys.argv[1:]])
+    report = write_report(output, result, command, options)
+    print()
+    print((output / "leaderboard.md").read_text())
+    print(f"tables: {output}/leaderboard.md, leaderboard.json; every run: {output}/leaderboard_runs.json")
+    return 1 if any_failed(report["rows"]) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        return list_methods()
+    output = Path(args.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    # The toy datasets are registered under $DETECTRON2_DATASETS/toy_world (resolved at load time).
+    os.environ["DETECTRON2_DATASETS"] = str(output)
+    # Read by torch at start-up here and in the child processes (pretraining, prerequisites).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)  # in case torch was imported before the variables were set
+    if args.methods is None:
+        return run_demo(args, output)
+    return run_leaderboard(args, output)
 
 
 if __name__ == "__main__":

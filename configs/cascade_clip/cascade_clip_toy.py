@@ -40,3 +40,8 @@ train.eval_period = 0
 train.log_period = 20
 train.checkpointer = dict(period=300, max_to_keep=2)
 train.output_dir = "./output/toy/cascade_clip"
+
+# The toy-world leaderboard row (tools/run_demo.py --methods all; contract in ovseg_d2/data/toy/leaderboard.py).
+leaderboard = dict(
+    name="Cascade-CLIP inductive", trained_on="seen masks", overrides=["model.clip_weights={clip_weights}"]
+)

@@ -14,3 +14,13 @@ train.init_checkpoint = "./output/toy/cascade_clip/model_0000299.pth"
 train.max_iter = 300
 lr_multiplier = poly_schedule(train.max_iter, warmup_iters=20)
 train.output_dir = "./output/toy/cascade_clip_st"
+
+# The toy-world leaderboard row: from the inductive run's checkpoint at iteration 300
+# (tools/run_demo.py --methods all; contract in ovseg_d2/data/toy/leaderboard.py).
+leaderboard = dict(
+    name="Cascade-CLIP transductive",
+    trained_on="seen masks + unseen pseudo-labels",
+    overrides=["model.clip_weights={clip_weights}"],
+    after="configs/cascade_clip/cascade_clip_toy.py",
+    checkpoint="model_0000299.pth",
+)

@@ -20,4 +20,11 @@ model.aggregator.pad_len = 0
 optimizer.lr_multipliers = {"clip_image": 0.1, "feature_backbone": 1.0}
 train.output_dir = "./output/toy/catseg_fb"
 
-__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
+# The toy-world leaderboard row (tools/run_demo.py --methods all; contract in ovseg_d2/data/toy/leaderboard.py).
+leaderboard = dict(
+    name="CAT-Seg pre-CVPR, tiny ResNet feature backbone",
+    trained_on="seen masks",
+    overrides=["model.clip_weights={clip_weights}"],
+)
+
+__all__ = ["dataloader", "leaderboard", "lr_multiplier", "model", "optimizer", "train"]

@@ -21,3 +21,16 @@ lr_multiplier.warmup_factor = 1.0
 train.init_checkpoint = "./output/toy/ovsegmentor_stage1/model_final.pth"
 train.max_iter = 500
 train.output_dir = "./output/toy/ovsegmentor_stage2"
+
+# The toy-world leaderboard row: the cross-image lists, then from stage 1's final weights
+# (tools/run_demo.py --methods all; contract in ovseg_d2/data/toy/leaderboard.py).
+leaderboard = dict(
+    name="OVSegmentor stage 2",
+    trained_on="captions only",
+    after="configs/ovsegmentor/ovsegmentor_toy_stage1.py",
+    prepare=[dict(
+        command=["{python}", "{repo}/tools/build_cross_image_lists.py", "--meta-file", "{world}/captions/train.jsonl",
+                 "--output-dir", "{world}/cross_image", "--vocabulary", "{repo}/configs/ovsegmentor/toy_entities.json"],
+        output="{world}/cross_image",
+    )],
+)

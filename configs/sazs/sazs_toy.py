@@ -35,3 +35,10 @@ train.best_metric = None
 train.checkpointer = dict(period=500, max_to_keep=1)
 train.log_period = 50
 train.output_dir = "./output/toy/sazs"
+
+# The toy-world leaderboard row (tools/run_demo.py --methods all; contract in ovseg_d2/data/toy/leaderboard.py).
+leaderboard = dict(
+    name="SAZS, model only",
+    trained_on="seen masks (fold-style episodes)",
+    overrides=["model.text_tower.weights={clip_weights}"],
+)

@@ -12,3 +12,24 @@ from .sazs_toy import dataloader, lr_multiplier, model, optimizer, train
 model.eval_mode = "fused"
 model.eigen_segments = L(EigenSegmentCache)(root="./output/toy/sazs_eigs", num_segments=5)
 model.fusion_min_iou = 0.5
+
+# The toy-world leaderboard row: the eigen cache of the tiny CLIP, then sazs_toy.py's final weights evaluated
+# (tools/run_demo.py --methods all; contract in ovseg_d2/data/toy/leaderboard.py).
+leaderboard = dict(
+    name="SAZS, fused with eigen-segments (no ground truth used)",
+    trained_on="seen masks (fold-style episodes)",
+    overrides=[
+        "model.text_tower.weights={clip_weights}",
+        "model.eigen_segments.root={clip_dir}/sazs_eigs",
+        "train.init_checkpoint={parent_checkpoint}",
+    ],
+    after="configs/sazs/sazs_toy.py",
+    eval_only=True,
+    prepare=[dict(
+        command=[
+            "{python}", "{repo}/tools/build_eigen_cache.py", "--dataset", "toy_val", "--output", "{clip_dir}/sazs_eigs",
+            "--clip-model", "{repo}/configs/toy/tiny_clip.json", "--weights", "{clip_weights}",
+        ],
+        output="{clip_dir}/sazs_eigs",
+    )],
+)

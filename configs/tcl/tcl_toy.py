@@ -55,3 +55,6 @@ train.log_period = 20
 train.checkpointer = dict(period=1000, max_to_keep=1)
 train.hooks = [L(TrainableSchedule)(iteration=600, trainable=MASKER_BLOCK)]
 train.output_dir = "./output/toy/tcl"
+
+# The toy-world leaderboard row (tools/run_demo.py --methods all; contract in ovseg_d2/data/toy/leaderboard.py).
+leaderboard = dict(name="TCL", trained_on="captions only", overrides=["model.clip_weights={clip_weights}"])

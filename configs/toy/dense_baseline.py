@@ -32,3 +32,12 @@ train.eval_period = 0
 train.log_period = 20
 train.checkpointer = dict(period=100, max_to_keep=2)
 train.output_dir = "./output/toy/dense_baseline"
+
+# The toy-world leaderboard's floor (tools/run_demo.py --methods all; contract in ovseg_d2/data/toy/leaderboard.py).
+leaderboard = dict(
+    name="dense CLIP baseline (training-free)",
+    trained_on="nothing",
+    overrides=["model.head=none", "model.clip_weights={clip_weights}", "train.init_checkpoint=none"],
+    eval_only=True,
+    reference=True,
+)

@@ -6,6 +6,7 @@
   counts where it has ground truth);
 - CAT-Seg trains without evaluating during training (EvalHook would duplicate the reported
   evaluation), and a second call reuses the cached model_final.pth;
+- both stages record in run.json what rebuilds their model (the records tools/web_demo.py lists);
 - the overlays are image | prediction | ground truth | legend mosaics, upscaled 4x.
 
 The datasets are found as in tools/run_demo.py: the default `toy_*` registration, resolved under
@@ -131,9 +132,14 @@ def test_baseline_reports_the_metrics_of_its_predictions(demo) -> None:
     metrics = evaluate_baseline(demo.weights, demo.output / "baseline")
     cfg = baseline_config(demo.weights, demo.output / "baseline")
     _assert_metrics_equal(metrics, _metrics_of_predictions(build_model(cfg), cfg.dataloader.test.mapper))
+    record = json.loads((demo.output / "baseline" / "run.json").read_text())
+    assert record == {
+        "name": "dense CLIP baseline (training-free)", "config": "configs/toy/dense_baseline.py",
+        "overrides": ["model.head=none", f"model.clip_weights={demo.weights}"], "weights": None, "dataset": "toy_val",
+    }
 
 
-def test_catseg_trains_without_evaluating_during_training(catseg) -> None:
+def test_catseg_trains_without_evaluating_during_training(demo, catseg) -> None:
     mapper_cfg = load_config(str(CATSEG_CONFIG), []).dataloader.test.mapper
     _assert_metrics_equal(catseg.metrics, _metrics_of_predictions(catseg.model, mapper_cfg))
     checkpoint = torch.load(catseg.output_dir / "model_final.pth", map_location="cpu", weights_only=False)
@@ -142,6 +148,10 @@ def test_catseg_trains_without_evaluating_during_training(catseg) -> None:
     assert any("total_loss" in r and math.isfinite(r["total_loss"]) for r in records), records
     # Training ran with `dataloader.test_datasets=[]`: EvalHook's final evaluation stored nothing.
     assert not any(key.startswith("toy_val/") for r in records for key in r), records
+    record = json.loads((catseg.output_dir / "run.json").read_text())
+    assert (record["config"], record["overrides"], record["weights"]) == (
+        "configs/catseg/catseg_toy.py", [f"model.clip_weights={demo.weights}"], str(catseg.output_dir / "model_final.pth")
+    )
 
 
 def test_catseg_second_call_reuses_the_cached_model(demo, catseg) -> None:

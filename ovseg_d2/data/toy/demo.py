@@ -1,5 +1,6 @@
 """Stages of the toy-world demo (tools/run_demo.py, `make demo`): baseline evaluation, CAT-Seg
-training and evaluation, overlays. Each stage reuses its cached result in its output folder.
+training and evaluation, overlays. Each stage reuses its cached result in its output folder and, once
+finished, records in its `run.json` how to rebuild its model (ovseg_d2.data.toy.leaderboard.write_run_record).
 
 Demo orchestration, kept next to the toy world it runs on (not imported by `ovseg_d2.data.toy`)."""
 from __future__ import annotations
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ovseg_d2.data.mappers import read_image, read_sem_seg
+from ovseg_d2.data.toy.leaderboard import write_run_record
 from ovseg_d2.engine import build_model, do_test, do_train, load_config
 from ovseg_d2.utils.visualization import render_segmentation, save_image
 
@@ -31,11 +33,14 @@ def _metrics(results: dict[str, Any]) -> dict[str, float]:
     return {k: float(sem_seg[k]) for k in METRICS}
 
 
-def baseline_config(clip_weights: str, output_dir: Path) -> DictConfig:
+def baseline_model_overrides(clip_weights: str) -> list[str]:
     """configs/toy/dense_baseline.py without its head: the training-free MaskCLIP-style baseline."""
-    return load_config(str(BASELINE_CONFIG), [
-        "model.head=none", f"model.clip_weights={clip_weights}", f"train.output_dir={output_dir}",
-        f"dataloader.test_datasets=[{VAL_DATASET}]",
+    return ["model.head=none", f"model.clip_weights={clip_weights}"]
+
+
+def baseline_config(clip_weights: str, output_dir: Path) -> DictConfig:
+    return load_config(str(BASELINE_CONFIG), baseline_model_overrides(clip_weights) + [
+        f"train.output_dir={output_dir}", f"dataloader.test_datasets=[{VAL_DATASET}]",
     ])
 
 
@@ -43,7 +48,11 @@ def evaluate_baseline(clip_weights: str, output_dir: Path) -> dict[str, float]:
     """The training-free baseline's metrics on toy_val: the floor on unseen classes."""
     cfg = baseline_config(clip_weights, output_dir)
     model = build_model(cfg).eval()
-    return _metrics(do_test(cfg, model))
+    metrics = _metrics(do_test(cfg, model))
+    write_run_record(
+        output_dir, "dense CLIP baseline (training-free)", BASELINE_CONFIG, baseline_model_overrides(clip_weights), None
+    )
+    return metrics
 
 
 def train_and_evaluate_catseg(
@@ -63,7 +72,9 @@ def train_and_evaluate_catseg(
         # evaluation below is the one reported, so training runs without test datasets.
         model = do_train(load_config(str(CATSEG_CONFIG), overrides + ["dataloader.test_datasets=[]"]))
     model.eval()
-    return model, _metrics(do_test(cfg, model))
+    metrics = _metrics(do_test(cfg, model))
+    write_run_record(output_dir, "CAT-Seg", CATSEG_CONFIG, [f"model.clip_weights={clip_weights}"], final)
+    return model, metrics
 
 
 @torch.no_grad()
