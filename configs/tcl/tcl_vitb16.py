@@ -45,7 +45,10 @@ model = L(TCL)(
     prior_weight=0.3,
     freeze_masker_block=True,
     inference=L(InferencePolicy)(
-        window=448, stride=224, background_threshold={name: BACKGROUND_THRESHOLD for name in WITH_BACKGROUND}
+        window=448,
+        stride=224,
+        batch_size=1,  # crops one at a time, as the official code: half the decoder intermediates, no loss on CPU
+        background_threshold={name: BACKGROUND_THRESHOLD for name in WITH_BACKGROUND},
     ),
     # mmseg-0.27 class names verbatim (spec tcl.md 4.1): PASCAL-Context says "table".
     vocabulary_overrides={"ovseg_pc59_val": {"diningtable": "table"}, "ovseg_pc60_val": {"diningtable": "table"}},

@@ -20,6 +20,10 @@ class GatedConvBlock(nn.Module):
     """Pre-activation conv: LN(channels) -> GELU -> 3x3 conv, scaled by tanh(gate); the gate starts
     at 0, so a fresh decoder is pure nearest upsampling."""
 
+    # `residual` works on bands of this many rows: at the 112x112 stage of a 448 crop the normalised,
+    # activated and convolved maps then never exist at full size (the decoder's memory peak).
+    band_rows = 32
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.norm = ChannelLayerNorm(channels)
@@ -27,31 +31,54 @@ class GatedConvBlock(nn.Module):
         self.gate = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.gelu(self.norm(x))) * self.gate.tanh()
+        # In place on the fresh conv output: one full-resolution tensor less (autograd keeps what it needs).
+        return self.conv(F.gelu(self.norm(x))).mul_(self.gate.tanh())
 
-    def forward_upsampled(self, x: torch.Tensor) -> torch.Tensor:
-        """`forward(nearest_x2(x))` computed at the resolution of x (about 2.3x fewer operations).
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """x + forward(x), computed in bands of `band_rows` rows: LN and GELU act per pixel and the conv
+        needs one row of context on each side (zero rows at the border, its padding)."""
+        height = x.shape[-2]
+        if height <= self.band_rows:
+            return self.forward(x).add_(x)
+        gate = self.gate.tanh()
+        out = torch.empty_like(x)
+        for top in range(0, height, self.band_rows):
+            bottom = min(top + self.band_rows, height)
+            above, below = max(top - 1, 0), min(bottom + 1, height)
+            h = F.pad(F.gelu(self.norm(x[:, :, above:below])), (0, 0, 1 - (top - above), 1 - (below - bottom)))
+            band = F.conv2d(h, self.conv.weight, self.conv.bias, padding=(0, 1))
+            out[:, :, top:bottom] = band.mul_(gate).add_(x[:, :, top:bottom])
+        return out
+
+    def upsampled_residual(self, x: torch.Tensor) -> torch.Tensor:
+        """`residual(nearest_x2(x))` computed at the resolution of x (about 2.3x fewer operations), each
+        output phase written once: neither the upsampled map nor the gated branch is materialised.
 
         LN and GELU act per pixel, so they commute with nearest upsampling. A 3x3 conv (zero padding 1)
         of a nearest-x2 map is, for each of the 4 output phases (a, b), a 2x2 conv of the low-resolution
         map whose taps are the 3x3 taps summed over the high-resolution pixels that share a
         low-resolution source: along one axis, phase 0 takes (w0, w1 + w2) at offsets (-1, 0), phase 1
-        takes (w0 + w1, w2) at offsets (0, +1). The zero padding maps to zero padding.
+        takes (w0 + w1, w2) at offsets (0, +1). The zero padding maps to zero padding. Every phase of
+        nearest_x2(x) is x itself.
         """
         h = F.pad(F.gelu(self.norm(x)), (1, 1, 1, 1))
+        gate = self.gate.tanh()
         w = self.conv.weight
-        rows = (torch.stack([w[:, :, 0], w[:, :, 1] + w[:, :, 2]], 2), torch.stack([w[:, :, 0] + w[:, :, 1], w[:, :, 2]], 2))
         b, _, height, width = x.shape
         out = x.new_empty(b, w.shape[0], 2 * height, 2 * width)
-        for a, row_taps in enumerate(rows):  # (O, I, 2, 3)
-            cols = (
-                torch.stack([row_taps[..., 0], row_taps[..., 1] + row_taps[..., 2]], -1),
-                torch.stack([row_taps[..., 0] + row_taps[..., 1], row_taps[..., 2]], -1),
-            )
-            for c, kernel in enumerate(cols):  # (O, I, 2, 2)
+        for a in range(2):  # kernels built one phase at a time (each is about as large as the conv weight)
+            row_taps = _phase_taps(w, a, dim=2)  # (O, I, 2, 3)
+            for c in range(2):
+                kernel = _phase_taps(row_taps, c, dim=3)  # (O, I, 2, 2)
                 window = h[:, :, a : a + height + 1, c : c + width + 1]
-                out[:, :, a::2, c::2] = F.conv2d(window, kernel, self.conv.bias)
-        return out * self.gate.tanh()
+                out[:, :, a::2, c::2] = F.conv2d(window, kernel, self.conv.bias).mul_(gate).add_(x)
+        return out
+
+
+def _phase_taps(w: torch.Tensor, phase: int, dim: int) -> torch.Tensor:
+    """3 taps along `dim` -> the 2 taps of nearest-x2 output phase 0 (w0, w1 + w2) or 1 (w0 + w1, w2)."""
+    t0, t1, t2 = w.unbind(dim)
+    return torch.stack((t0, t1 + t2) if phase == 0 else (t0 + t1, t2), dim)
 
 
 class UpsampleResConv(nn.Module):
@@ -63,8 +90,7 @@ class UpsampleResConv(nn.Module):
         self.conv2 = GatedConvBlock(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, scale_factor=2, mode="nearest") + self.conv.forward_upsampled(x)
-        return x + self.conv2(x)
+        return self.conv2.residual(self.conv.upsampled_residual(x))
 
 
 class GatedUpsampleDecoder(nn.Sequential):

@@ -15,6 +15,7 @@ from ovseg_d2.inference import InferencePolicy, run_inference
 from ovseg_d2.inference.pamr import PAMR
 from ovseg_d2.projects.tcl import TCL, text_grounded_info_nce
 from ovseg_d2.projects.tcl.converter import map_official_key
+from ovseg_d2.projects.tcl.masker import GatedUpsampleDecoder
 
 
 def _textured(b: int, h: int, w: int) -> torch.Tensor:
@@ -56,6 +57,33 @@ def test_policy_refine_runs_on_every_view_at_the_scores_resolution():
     torch.testing.assert_close(out, expected)
     plain = run_inference(predict, image, InferencePolicy(), (32, 48))
     assert (out - plain).abs().max() > 1e-3
+
+
+def test_decoder_equals_upsample_then_gated_convs_with_gradients():
+    """The phase convolutions and the in-place, row-banded residuals equal the official ResConv written
+    out: x = up(x); x = x + tanh(g1) * conv(gelu(LN(x))); x = x + tanh(g2) * conv2(gelu(LN(x)))."""
+    torch.manual_seed(0)
+    decoder = GatedUpsampleDecoder(8, stages=2).double()
+    for stage in decoder:
+        stage.conv2.band_rows = 5  # maps of 6 and 12 rows: bands of 5 + 1 and 5 + 5 + 2 rows
+    for i, gate in enumerate(p for n, p in decoder.named_parameters() if n.endswith("gate")):
+        gate.data.fill_(0.3 + 0.2 * i)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        for stage in decoder:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            for block in (stage.conv, stage.conv2):
+                x = x + block.gate.tanh() * block.conv(F.gelu(block.norm(x)))
+        return x
+
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    out, expected = decoder(x), reference(x)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    params = list(decoder.parameters())
+    grads = torch.autograd.grad(out.square().sum(), params)
+    expected_grads = torch.autograd.grad(expected.square().sum(), params)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
 
 def test_fresh_masker_is_clip_last_block_and_nearest_upsampling():
