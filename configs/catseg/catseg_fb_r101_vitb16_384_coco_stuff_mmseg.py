@@ -6,10 +6,11 @@
 #   evaluate:  python tools/train_net.py --config-file configs/catseg/catseg_fb_r101_vitb16_384_coco_stuff_mmseg.py \
 #                  --eval-only train.init_checkpoint=/path/to/converted.pth
 from detectron2.config import LazyCall as L
+from fvcore.common.param_scheduler import CompositeParamScheduler, CosineParamScheduler, LinearParamScheduler
 
 from ovseg_d2.inference import InferencePolicy
 
-from .catseg_fb_r101_vitb16_384_coco_stuff import dataloader, lr_multiplier, model, optimizer, train
+from .catseg_fb_r101_vitb16_384_coco_stuff import dataloader, model, optimizer, train
 
 model.feature_backbone.norm = "SyncBN"  # mmseg ResNet-101 (torchvision weights), BN trained
 model.feature_backbone_resolution = None  # the port feeds the backbone at the input resolution
@@ -28,10 +29,16 @@ dataloader.test.mapper.augmentations.min_size = None
 dataloader.evaluator = dict(metric_convention="mmseg")  # mmseg's IoUMetric reporting rule
 optimizer.lr_multipliers = {"clip_image": 0.01, "feature_backbone": 0.01}
 optimizer.clip_grad_norm = None  # the port does not clip gradients
-# LinearLR warmup over 500 iterations from 0.01, then cosine (Detectron2's warmup wraps the cosine of the
-# whole run: the first 500 iterations differ from mmseg's by < 0.01 % of the cosine).
-lr_multiplier.warmup_length = 500 / 80000
-lr_multiplier.warmup_factor = 0.01
+# The port's schedule, exactly: mmengine LinearLR(start_factor=0.01, begin=0, end=500) reaches 1 after 499
+# steps (factor 0.01 + 0.99 * t / 499), then CosineAnnealingLR(T_max=79500, begin=500) from 1 to 0.
+lr_multiplier = L(CompositeParamScheduler)(
+    schedulers=[
+        L(LinearParamScheduler)(start_value=0.01, end_value=0.01 + 0.99 * 500 / 499),
+        L(CosineParamScheduler)(start_value=1.0, end_value=0.0),
+    ],
+    lengths=[500 / 80000, 79500 / 80000],
+    interval_scaling=["rescaled", "rescaled"],
+)
 train.output_dir = "./output/catseg/fb_r101_vitb16_384_coco_stuff_mmseg"
 
 __all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]

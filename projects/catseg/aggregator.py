@@ -17,7 +17,7 @@ with them:
 - ``port_guidance_tiling``: the port flattens cost rows batch-major (row ``b*T + t``) but replicates
   guidance with ``repeat(T, ...)``, so row ``r`` receives the guidance of image ``r mod B``: with
   batch > 1 the appearance, text and decoder guidance of the wrong image is used
-  (:func:`port_guidance_index`). No effect with batch 1.
+  (:func:`port_guidance_index`). No effect with batch 1 (then skipped: the guidance stays shared).
 - ``port_class_mlp_identity``: the port's class-aggregation MLP is an mmcv ``FFN`` with
   ``add_identity=True`` called on ``norm2(x)``, giving ``x + norm2(x) + MLP(norm2(x))``.
 - ``decoder_dropout``: the port's ``Dropout2d(0.1)`` before the final conv (mmseg's decode-head default).
@@ -383,8 +383,8 @@ class ClassAggregation(nn.Module):
         num_pad = self.pad_len - n if self.pad_token is not None and n < self.pad_len else 0
         pad_x = self.norm1(self.pad_token[None])[0] if num_pad else None
         pad_g = self.pad_guidance if num_pad and t is not None else None
-        if t is not None:
-            t = t[port_guidance_index(b, hp * wp, t.device)] if self.port_guidance_tiling else t[:, None]
+        if t is not None:  # one image: the port's tiling is the identity, so the guidance stays shared
+            t = t[port_guidance_index(b, hp * wp, t.device)] if self.port_guidance_tiling and b > 1 else t[:, None]
         y = y + self.attn(self.norm1(y), t, pad_x, pad_g, num_pad)
         z = self.norm2(y)
         # per token: padded positions would be discarded, so never computed
@@ -575,14 +575,14 @@ class CATSegAggregator(nn.Module):
         if self.appearance_proj is not None:
             appearance = image_embed if appearance is None else appearance
             g = F.relu(self.appearance_proj(appearance)).permute(0, 2, 3, 1)  # (B, H, W, Cg)
-            if self.port_guidance_tiling:
+            if self.port_guidance_tiling and b > 1:  # with one image the tiling is the identity
                 g = g[port_guidance_index(b, n, g.device)]  # (B, N, H, W, Cg)
         t = None
         if self.text_proj is not None:
             t = F.normalize(text.mean(dim=-2), dim=-1)
             t = F.relu(self.text_proj(t))  # (B, N, Ct)
         dec_guidance = [F.relu(proj(gi)) for proj, gi in zip(self.decoder_guidance_proj, decoder_guidance)]
-        if self.port_guidance_tiling:
+        if self.port_guidance_tiling and b > 1:
             dec_guidance = [gi[port_guidance_index(b, n, gi.device)] for gi in dec_guidance]  # (B, N, g, H, W)
         dec_guidance += [None] * (len(self.decoder.stages) - len(dec_guidance))
 

@@ -3,7 +3,8 @@
 Two layouts, one converter each (both register with ``ovseg_d2.checkpoint``):
 
 - ``"catseg_mmseg"``: mmsegmentation ``projects/CAT-Seg`` (``{"meta", "state_dict"}``): ``backbone.``
-  (``feature_extractor.`` = mmseg ResNet, ``clip_model.`` = OpenAI CLIP with fused ``in_proj_weight``),
+  (``feature_extractor.`` = mmseg ResNet or SwinTransformer, ``clip_model.`` = OpenAI CLIP with fused
+  ``in_proj_weight``),
   ``neck.`` (cost embedding, guidance projections, aggregation layers with a fused Swin ``qk``) and
   ``decode_head.`` (decoder guidance projections, up blocks, ``conv_seg``).
 - ``"catseg_d2_legacy"``: the official detectron2 tree before the CVPR release (``af4fa0b``):
@@ -11,11 +12,12 @@ Two layouts, one converter each (both register with ``ovseg_d2.checkpoint``):
   ``in_proj_weight``) and ``sem_seg_head.predictor.transformer.`` (the CVPR aggregator's names without
   class padding).
 
-Every key is mapped or dropped on purpose (``logit_scale``: unused; the port's Swin
-``relative_position_index``: a buffer the port never uses; the official Swin shift masks: recomputed);
+Every key is mapped or dropped on purpose (``logit_scale``: unused; the ``relative_position_index`` of the
+port's aggregator Swin blocks: a buffer the port never uses; the official Swin shift masks: recomputed);
 anything else raises, and so does a file lacking a key of its layout. Fused CLIP ``in_proj_weight``s are
-split into q/k/v (our towers hold them separately), fused ``qk`` into ``q`` and ``k``; everything is cast
-to float32 (the port stores the token embedding in fp16).
+split into q/k/v (our towers hold them separately), fused ``qk`` into ``q`` and ``k``; the input channels
+of mmseg's Swin ``PatchMerging`` are permuted (see :func:`unfold_to_concat_order`); everything is cast to
+float32 (the port stores the token embedding in fp16).
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ from ovseg_d2.clip import split_qkv_state_dict
 
 from .converter import OFFICIAL_PREFIX, expected_official_keys, map_official_key
 
-__all__ = ["convert_catseg_mmseg_checkpoint", "convert_catseg_d2_legacy_checkpoint", "map_mmseg_key"]
+__all__ = [
+    "convert_catseg_mmseg_checkpoint",
+    "convert_catseg_d2_legacy_checkpoint",
+    "map_mmseg_key",
+    "unfold_to_concat_order",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +76,6 @@ _MMSEG_LAYER = (
 )
 _MMSEG_FIXED = (
     tuple(f"backbone.clip_model.{k}" for k in _CLIP_FIXED)
-    + ("backbone.feature_extractor.conv1.weight",)
-    + tuple(f"backbone.feature_extractor.bn1.{w}" for w in _BN)
     + tuple(f"neck.{m}.{w}" for m in ("conv1", "guidance_projection.0", "text_guidance_projection.0") for w in _WB)
     + tuple(
         f"decode_head.{m}.{w}"
@@ -86,13 +91,22 @@ _MMSEG_FIXED = (
     )
     + tuple(f"decode_head.decoder{d}.conv{c}.conv.weight" for d in (1, 2) for c in (1, 2))
 )
-_MMSEG_RESNET_BLOCK = tuple(f"conv{i}.weight" for i in (1, 2, 3)) + tuple(f"bn{i}.{w}" for i in (1, 2, 3) for w in _BN)
 _MMSEG_REPEATED = (
     ("backbone.clip_model.visual.transformer.resblocks.", _CLIP_BLOCK),
     ("backbone.clip_model.transformer.resblocks.", _CLIP_BLOCK),
     ("neck.layers.", _MMSEG_LAYER),
-    *((f"backbone.feature_extractor.layer{k}.", _MMSEG_RESNET_BLOCK) for k in (1, 2, 3, 4)),
 )
+_FE = "backbone.feature_extractor."
+_MMSEG_RESNET_FIXED = (f"{_FE}conv1.weight",) + tuple(f"{_FE}bn1.{w}" for w in _BN)
+_MMSEG_RESNET_BLOCK = tuple(f"conv{i}.weight" for i in (1, 2, 3)) + tuple(f"bn{i}.{w}" for i in (1, 2, 3) for w in _BN)
+_MMSEG_RESNET_REPEATED = tuple((f"{_FE}layer{k}.", _MMSEG_RESNET_BLOCK) for k in (1, 2, 3, 4))
+_MMSEG_SWIN_BACKBONE_BLOCK = tuple(
+    f"{m}.{w}"
+    for m in ("norm1", "norm2", "attn.w_msa.qkv", "attn.w_msa.proj", "ffn.layers.0.0", "ffn.layers.1")
+    for w in _WB
+) + ("attn.w_msa.relative_position_bias_table", "attn.w_msa.relative_position_index")
+_SWIN_BLOCK_PORT = r"^backbone\.feature_extractor\.stages\.(\d+)\.blocks\.(\d+)\."
+_SWIN_BLOCK_OURS = r"feature_backbone.layers.\1.blocks.\2."
 
 # Ordered rules (regex on the port's name -> ours); None = needs a custom split (fused qk).
 _MMSEG_RULES: tuple[tuple[str, str], ...] = (
@@ -103,6 +117,18 @@ _MMSEG_RULES: tuple[tuple[str, str], ...] = (
     (r"^backbone\.feature_extractor\.layer(\d)\.(\d+)\.conv(\d)\.", None),  # stage index + 1: _resnet_key
     (r"^backbone\.feature_extractor\.layer(\d)\.(\d+)\.bn(\d)\.", None),
     (r"^backbone\.feature_extractor\.layer(\d)\.0\.downsample\.([01])\.", None),
+    # mmseg SwinTransformer -> Detectron2 SwinTransformer (the Microsoft names)
+    (r"^backbone\.feature_extractor\.patch_embed\.projection\.", "feature_backbone.patch_embed.proj."),
+    (r"^backbone\.feature_extractor\.patch_embed\.norm\.", "feature_backbone.patch_embed.norm."),
+    (_SWIN_BLOCK_PORT + r"attn\.w_msa\.", _SWIN_BLOCK_OURS + "attn."),
+    (_SWIN_BLOCK_PORT + r"ffn\.layers\.0\.0\.", _SWIN_BLOCK_OURS + "mlp.fc1."),
+    (_SWIN_BLOCK_PORT + r"ffn\.layers\.1\.", _SWIN_BLOCK_OURS + "mlp.fc2."),
+    (_SWIN_BLOCK_PORT + r"norm([12])\.", _SWIN_BLOCK_OURS + r"norm\3."),
+    (
+        r"^backbone\.feature_extractor\.stages\.(\d+)\.downsample\.(reduction|norm)\.",
+        r"feature_backbone.layers.\1.downsample.\2.",
+    ),
+    (r"^backbone\.feature_extractor\.norm(\d)\.", r"feature_backbone.norm\1."),
     (r"^neck\.layers\.(\d+)\.spatial_agg\.block_1\.", r"aggregator.layers.\1.spatial.blocks.0."),
     (r"^neck\.layers\.(\d+)\.spatial_agg\.block_2\.", r"aggregator.layers.\1.spatial.blocks.1."),
     (r"^neck\.layers\.(\d+)\.spatial_agg\.guidance_norm\.", r"aggregator.layers.\1.spatial.guidance_norm."),
@@ -156,7 +182,7 @@ def _drop_reason(key: str, dropped: Mapping[str, str]) -> str | None:
 
 def map_mmseg_key(key: str) -> str | None:
     """Our name of a port parameter/buffer (before the q/k/v and qk splits); None if dropped on purpose.
-    Raises KeyError for an unknown key, NotImplementedError for a backbone other than ResNet."""
+    Raises KeyError for an unknown key, NotImplementedError for a backbone other than ResNet or Swin."""
     if _drop_reason(key, _MMSEG_DROPPED) is not None:
         return None
     for pattern, repl in _MMSEG_RULES:
@@ -173,8 +199,8 @@ def map_mmseg_key(key: str) -> str | None:
             return new
     if key.startswith("backbone.feature_extractor."):
         raise NotImplementedError(
-            f"{key}: only the port's ResNet feature extractor is converted (its Swin layout is not); "
-            "convert a Swin-B model from the official detectron2 release with 'catseg_d2_legacy'"
+            f"{key}: not a key of the port's ResNet or SwinTransformer feature extractor (the only two "
+            "converted); another backbone needs its own mapping in projects/catseg/converter_feature_backbone.py"
         )
     raise KeyError(f"unknown key of a CAT-Seg mmseg checkpoint: {key}")
 
@@ -197,6 +223,49 @@ def _expected(keys: Iterable[str], fixed: Iterable[str], repeated: Iterable[tupl
     return expected
 
 
+def _mmseg_swin_expected(keys: Iterable[str]) -> set[str]:
+    """The keys of an mmseg SwinTransformer with every stage an output (the port's ``out_indices``
+    (0, 1, 2)): patch embedding, the blocks present per stage, a PatchMerging after every stage but the
+    last, one output norm per stage."""
+    pattern = re.compile(re.escape(_FE) + r"stages\.(\d+)\.blocks\.(\d+)\.")
+    blocks: dict[int, int] = {}
+    for m in filter(None, map(pattern.match, keys)):
+        stage, block = int(m.group(1)), int(m.group(2))
+        blocks[stage] = max(blocks.get(stage, 0), block)
+    num_stages = max(blocks, default=0) + 1
+    expected = {f"{_FE}patch_embed.{m}.{w}" for m in ("projection", "norm") for w in _WB}
+    for s in range(num_stages):
+        for b in range(blocks.get(s, 0) + 1):
+            expected |= {f"{_FE}stages.{s}.blocks.{b}.{x}" for x in _MMSEG_SWIN_BACKBONE_BLOCK}
+        if s < num_stages - 1:
+            expected |= {f"{_FE}stages.{s}.downsample.reduction.weight"}
+            expected |= {f"{_FE}stages.{s}.downsample.norm.{w}" for w in _WB}
+        expected |= {f"{_FE}norm{s}.{w}" for w in _WB}
+    return expected
+
+
+def _mmseg_expected(keys: Iterable[str]) -> set[str]:
+    keys = list(keys)
+    if any(k.startswith(f"{_FE}patch_embed.") for k in keys):
+        backbone = _mmseg_swin_expected(keys)
+    else:
+        backbone = _expected(keys, _MMSEG_RESNET_FIXED, _MMSEG_RESNET_REPEATED)
+    return _expected(keys, _MMSEG_FIXED, _MMSEG_REPEATED) | backbone
+
+
+def unfold_to_concat_order(value: torch.Tensor) -> torch.Tensor:
+    """Reorder the last dimension (4C) of a PatchMerging ``reduction`` weight or ``norm`` parameter from
+    mmseg's ``nn.Unfold`` order to the Swin / Detectron2 concatenation order.
+
+    mmseg unfolds 2x2 patches channel-major: input channel ``c * 4 + 2 * dy + dx`` holds channel c of the
+    pixel at row offset dy, column offset dx. Detectron2 concatenates ``x[0::2, 0::2], x[1::2, 0::2],
+    x[0::2, 1::2], x[1::2, 1::2]``: slot j = 0, 1, 2, 3 is (dy, dx) = (0, 0), (1, 0), (0, 1), (1, 1), input
+    channel ``j * C + c``. So ours[j * C + c] = mmseg[c * 4 + (0, 2, 1, 3)[j]]."""
+    *lead, four_c = value.shape
+    per_offset = value.reshape(*lead, four_c // 4, 4)[..., [0, 2, 1, 3]]  # (..., C, j)
+    return per_offset.transpose(-1, -2).reshape(*lead, four_c)
+
+
 def _finish(pairs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """float32 copies; fused CLIP in_proj weights split into q/k/v."""
     out = {k: (v.detach().float() if v.is_floating_point() else v.detach()).contiguous() for k, v in pairs.items()}
@@ -207,7 +276,7 @@ def _finish(pairs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def convert_catseg_mmseg_checkpoint(checkpoint: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """mmseg ``projects/CAT-Seg`` state dict (or its ``{"meta", "state_dict"}`` checkpoint) -> ours."""
     state = extract_state_dict(dict(checkpoint))
-    check_expected_keys(state, _expected(state, _MMSEG_FIXED, _MMSEG_REPEATED), "CAT-Seg mmseg checkpoint")
+    check_expected_keys(state, _mmseg_expected(state), "CAT-Seg mmseg checkpoint")
     out: dict[str, torch.Tensor] = {}
     dropped: dict[str, list[str]] = {reason: [] for reason in _MMSEG_DROPPED.values()}
     for key, value in state.items():
@@ -221,6 +290,8 @@ def convert_catseg_mmseg_checkpoint(checkpoint: Mapping[str, torch.Tensor]) -> d
             q, k = value.chunk(2, dim=0)
             out[f"{base}.attn.q.{leaf}"], out[f"{base}.attn.k.{leaf}"] = q, k
             continue
+        if re.match(r"^feature_backbone\.layers\.\d+\.downsample\.", new):
+            value = unfold_to_concat_order(value)
         if new in out:
             raise KeyError(f"two mmseg keys map to {new}")
         out[new] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,19 @@ def test_pipelines_official_and_mmseg():
     assert mmseg.dataloader.test.mapper.augmentations.min_size is None  # mmseg resizes the original image
     assert mmseg.dataloader.evaluator.metric_convention == "mmseg"
     assert isinstance(b.aggregator.decoder.dropout, torch.nn.Dropout2d)
+
+
+def test_mmseg_schedule_is_the_ports_warmup_then_cosine():
+    """The port's param_scheduler: mmengine LinearLR(start_factor=0.01, begin=0, end=500), whose chainable
+    form reaches factor 1 after end - begin - 1 = 499 steps, then CosineAnnealingLR(T_max=79500, begin=500).
+    Iteration t trains with multiplier(t / max_iter) (Detectron2's LRMultiplier)."""
+    cfg = load_config(str(CONFIGS / "catseg_fb_r101_vitb16_384_coco_stuff_mmseg.py"), [])
+    assert cfg.train.max_iter == 80000
+    multiplier = instantiate(cfg.lr_multiplier)
+    for t in (0, 1, 250, 498, 499):
+        assert multiplier(t / 80000) == pytest.approx(0.01 + 0.99 * t / 499, abs=1e-12)
+    for t in (500, 501, 20000, 40250, 79999):
+        assert multiplier(t / 80000) == pytest.approx(0.5 * (1 + math.cos(math.pi * (t - 500) / 79500)), abs=1e-12)
 
 
 def test_toy_config_trains_one_step_and_evaluates():

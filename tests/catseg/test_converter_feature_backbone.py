@@ -120,9 +120,10 @@ def test_cli_converts_the_mmseg_checkpoint(tmp_path):
     assert "feature_backbone.res4.5.conv3.norm.running_var" in model
 
 
-def test_mmseg_swin_backbone_is_refused_by_name():
+def test_mmseg_unknown_backbone_is_refused_by_name():
+    """Only the port's ResNet and SwinTransformer layouts convert (tests/catseg/test_converter_mmseg_swin.py)."""
     from ovseg_d2.projects.catseg.converter_feature_backbone import map_mmseg_key
 
-    key = "backbone.feature_extractor.stages.0.blocks.0.attn.w_msa.qkv.weight"
+    key = "backbone.feature_extractor.downsample_layers.0.0.weight"  # e.g. an mmseg ConvNeXt
     with pytest.raises(NotImplementedError, match=re.escape(key)):
         map_mmseg_key(key)
