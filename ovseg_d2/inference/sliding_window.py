@@ -70,7 +70,7 @@ def resize_to_original(
 def _run_batched(predict: PredictFn, views: torch.Tensor, batch_size: int | None) -> torch.Tensor:
     chunk = batch_size or len(views)
     outputs = [predict(views[i : i + chunk]) for i in range(0, len(views), chunk)]
-    scores = torch.cat(outputs)
+    scores = outputs[0] if len(outputs) == 1 else torch.cat(outputs)  # full-resolution scores: copy only to join
     if scores.dim() != 4 or scores.shape[0] != len(views) or scores.shape[-2:] != views.shape[-2:]:
         raise ValueError(
             f"predict must map views {tuple(views.shape)} to (n, C, h, w) at the view resolution, "
@@ -140,7 +140,7 @@ def sliding_window_inference(
     for (y, x), crop_scores in zip(positions, scores):
         canvas[:, y : y + crop_h, x : x + crop_w] += crop_scores
         count[:, y : y + crop_h, x : x + crop_w] += 1
-    merged = canvas / count
+    merged = canvas.div_(count)
     if global_view:
         global_scores = resize_to_original(scores[-1], (height, width))
         merged = (1 - global_weight) * merged + global_weight * global_scores
