@@ -189,10 +189,14 @@ class CascadeCLIP(OpenVocabSegmentor):
 
     def predict_views(self, views: Tensor, vocabulary: Vocabulary) -> Tensor:
         """Sigmoid scores at the view resolution, minus `seen_bias` on the seen classes' channels."""
-        scores = self.mask_logits(self.normalize(views), self.text_embeddings(vocabulary)).float().sigmoid()
+        scores = self.mask_logits(self.normalize(views), self.text_embeddings(vocabulary)).float().sigmoid_()
         seen = self.seen_channels(vocabulary)
         if self.seen_bias and seen:
-            scores[:, seen] -= self.seen_bias
+            # One in-place pass with a per-channel shift (0 on unseen channels) instead of gathering the
+            # seen channels and writing them back: the score maps are full-resolution (N, 512, 512).
+            shift = torch.zeros(scores.shape[1], device=scores.device, dtype=scores.dtype)
+            shift[seen] = self.seen_bias
+            scores.sub_(shift.view(1, -1, 1, 1))
         return scores
 
     def _convert_official_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
