@@ -59,14 +59,20 @@ def main(args: argparse.Namespace) -> dict | None:
 
 
 def invoke_main() -> None:
-    args = parse_args_anywhere(default_argument_parser(epilog=__doc__))
+    parser = default_argument_parser(epilog=__doc__)
+    args = parse_args_anywhere(parser)
     check_setup(args)
+    dist_url = args.dist_url
+    if args.num_machines == 1 and dist_url == parser.get_default("dist_url"):
+        # Detectron2's default port depends only on the user id, so two jobs of one user on one machine
+        # (two trainings, parallel test runs) collide with EADDRINUSE; one machine needs no fixed port.
+        dist_url = "auto"
     launch(
         main,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
+        dist_url=dist_url,
         args=(args,),
     )
 
