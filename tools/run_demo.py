@@ -65,22 +65,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def pretrain_flags() -> set[str]:
-    """The options of tools/pretrain_toy_clip.py among --clip-seed / --pretrain (older versions lack them)."""
-    usage = subprocess.run([sys.executable, str(PRETRAIN_SCRIPT), "--help"], capture_output=True, text=True, cwd=REPO)
-    return {flag for flag in ("--clip-seed", "--pretrain") if flag in usage.stdout}
-
-
 def pretrain_command(
     output: Path, clip_seed: int | None = None, pretrain: bool = False, max_iter: int | None = None
 ) -> list[str]:
-    """tools/pretrain_toy_clip.py for `output`. A script without --clip-seed gets the seed as the
-    pretraining config's `train.seed`; one without --pretrain always pretrains."""
+    """tools/pretrain_toy_clip.py for `output`: the shipped weights of `clip_seed` (default 0), or
+    retrained with that seed under `pretrain`."""
     cmd = [sys.executable, str(PRETRAIN_SCRIPT), "--output", str(output)]
-    flags = pretrain_flags() if clip_seed is not None or pretrain else set()
     if clip_seed is not None:
-        cmd += ["--clip-seed", str(clip_seed)] if "--clip-seed" in flags else [f"train.seed={clip_seed}"]
-    if pretrain and "--pretrain" in flags:
+        cmd += ["--clip-seed", str(clip_seed)]
+    if pretrain:
         cmd.append("--pretrain")
     if max_iter is not None:
         cmd.append(f"train.max_iter={max_iter}")
@@ -109,7 +102,8 @@ def run_demo(args: argparse.Namespace, output: Path) -> int:
     setup_logger()  # detectron2: training progress and evaluation logs
     setup_logger(name="ovseg_d2")
     timings: dict[str, float] = {}
-    clip = run_stage("toy world + tiny CLIP pretraining", timings, pretrain_clip, output, args.pretrain)
+    clip = run_stage("toy world + tiny CLIP (shipped weights; --pretrain retrains)", timings, pretrain_clip,
+                     output, args.pretrain)
     weights = clip["weights"]
     baseline = run_stage("training-free dense baseline", timings, evaluate_baseline, weights, output / "baseline")
     model, catseg = run_stage(
@@ -130,7 +124,9 @@ def run_demo(args: argparse.Namespace, output: Path) -> int:
     for name, res in (("dense CLIP baseline (training-free)", baseline), ("CAT-Seg (seen masks only)", catseg)):
         rows.append((name, *(f"{res[k]:.1f}" for k in ("mIoU", "mIoU-seen", "mIoU-unseen", "hIoU"))))
     print("\n=== Summary (toy validation set: 30 classes, 6 unseen during segmentation training)")
-    print(f"tiny CLIP zero-shot retrieval top-1: {clip['retrieval']['top1']:.1f}% (chance {clip['retrieval']['chance']:.1f}%)")
+    retrieval = clip["retrieval"]
+    print(f"tiny CLIP zero-shot retrieval top-1: {retrieval['top1']:.1f}% (chance {retrieval['chance']:.1f}%); "
+          f"shape {retrieval['shape']:.1f}% (chance 20%), colour {retrieval['colour']:.1f}%")
     for row in rows:
         print(f"{row[0]:<40}" + "".join(f"{c:>13}" for c in row[1:]))
     print(f"\noverlays (image | CAT-Seg | ground truth | legend): {output / 'overlays'}")
