@@ -59,7 +59,9 @@ def train_and_evaluate_catseg(
     clip_weights: str, output_dir: Path, max_iter: int | None = None
 ) -> tuple[nn.Module, dict[str, float]]:
     """Train CAT-Seg on `toy_seen_train` (skipped when `model_final.pth` exists), evaluate on toy_val."""
-    overrides = [f"model.clip_weights={clip_weights}", f"train.output_dir={output_dir}"]
+    # Seed 0, as the leaderboard's CAT-Seg row: the config's -1 would draw the seed from NumPy's global
+    # state, which depends on every stage that ran before.
+    overrides = [f"model.clip_weights={clip_weights}", f"train.output_dir={output_dir}", "train.seed=0"]
     if max_iter is not None:
         overrides.append(f"train.max_iter={max_iter}")
     cfg = load_config(str(CATSEG_CONFIG), overrides)
