@@ -29,7 +29,14 @@ from detectron2.utils.logger import setup_logger
 
 import ovseg_d2.data  # noqa: F401  (registers the datasets)
 from ovseg_d2.checkpoint import require_inference_weights
-from ovseg_d2.engine import build_model, do_test, do_train, load_config, load_model_weights
+from ovseg_d2.engine import (
+    build_model,
+    do_test,
+    do_train,
+    load_config,
+    load_model_weights,
+    shutdown_distributed,
+)
 from ovseg_d2.engine.config import check_dataset_names, parse_args_anywhere
 
 logger = logging.getLogger("ovseg_d2")
@@ -44,6 +51,12 @@ def check_setup(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> dict | None:
+    results = run(args)
+    shutdown_distributed()
+    return results
+
+
+def run(args: argparse.Namespace) -> dict | None:
     cfg = load_config(args.config_file, args.opts)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="ovseg_d2")

@@ -1,5 +1,5 @@
 """Training machinery: LazyConfig train/test loops, hooks, optimizer param groups, CPU-capable DDP."""
-from .ddp import create_ddp_model, unwrap
+from .ddp import create_ddp_model, shutdown_distributed, unwrap
 from .hooks import (
     BestMetricCheckpointer,
     EMAHook,
@@ -26,6 +26,7 @@ __all__ = [
     "build_optimizer",
     "build_param_groups",
     "create_ddp_model",
+    "shutdown_distributed",
     "do_test",
     "do_train",
     "EMAHook",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from detectron2.utils import comm
+from torch import distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -34,3 +35,16 @@ def create_ddp_model(model: nn.Module, *, fp16_compression: bool = False, **kwar
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (the model itself when not wrapped)."""
     return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def shutdown_distributed() -> None:
+    """Wait for every process, then destroy the process groups (a no-op in a single process).
+
+    Detectron2's `launch` leaves the groups alive when the worker returns; gloo's transport threads
+    are then torn down by interpreter exit, and a rank that exits while a peer is still talking to it
+    can abort with "terminate called without an active exception" (SIGABRT) after a finished run.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    comm.synchronize()
+    dist.destroy_process_group()

@@ -61,7 +61,7 @@ class RecordLosses(HookBase):
 def train(config: str, overrides: list[str], resume: bool, kill_at: int | None) -> None:
     from detectron2.utils import comm
 
-    from ovseg_d2.engine import do_train, load_config
+    from ovseg_d2.engine import do_train, load_config, shutdown_distributed
 
     cfg = load_config(config, overrides)
     output_dir = Path(cfg.train.output_dir)
@@ -70,6 +70,7 @@ def train(config: str, overrides: list[str], resume: bool, kill_at: int | None) 
         cfg.train.hooks.append(L(KillAt)(iteration=kill_at))
     model = do_train(cfg, resume=resume)
     torch.save(model.state_dict(), output_dir / f"rank{comm.get_rank()}.pth")
+    shutdown_distributed()
 
 
 def launch_training(

@@ -96,7 +96,7 @@ def train_with_schedule_and_save(output_dir: str, max_iter: int, switch_iter: in
     """Train with `body` unfrozen at `switch_iter`; save this process's final weights."""
     from detectron2.utils import comm
 
-    from ovseg_d2.engine import TrainableSchedule, do_train
+    from ovseg_d2.engine import TrainableSchedule, do_train, shutdown_distributed
 
     torch.manual_seed(comm.get_rank())  # different initial weights: DDP must broadcast rank 0's
     cfg = tiny_config(output_dir, max_iter, unfreeze_later=(r"^body\.",))
@@ -106,3 +106,4 @@ def train_with_schedule_and_save(output_dir: str, max_iter: int, switch_iter: in
         {"final": model.state_dict(), "initial": RECORDERS[-1].initial},
         Path(output_dir) / f"rank{comm.get_rank()}.pth",
     )
+    shutdown_distributed()

@@ -23,6 +23,12 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "toy" / "dense_baseline.py")
 
 
+def test_shutdown_destroys_the_process_group_in_every_rank(tmp_path: Path) -> None:
+    launch(_workers.shut_down_and_record, 2, dist_url="auto", args=(str(tmp_path),))
+    for rank in range(2):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"before": True, "after": False}
+
+
 def test_two_cpu_processes_train_identical_weights(
     voc_root: Path, tmp_path: Path, monkeypatch, tiny_baseline_overrides: list[str]
 ) -> None:
