@@ -215,10 +215,11 @@ def run_jobs(
 
 
 def cli(main: Callable[[Sequence[str] | None], Summary]) -> None:
-    """Script entry point: a missing raw input ends with its explanation and exit status 2, not a
-    traceback."""
+    """Script entry point: runs `main` and prints its summary; a missing raw input ends with its
+    explanation and exit status 2, not a traceback."""
     try:
-        main(None)
+        summary = main(None)
     except MissingRawDataError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    print(summary.report())

@@ -37,7 +37,6 @@ def main(argv: Sequence[str] | None = None) -> Summary:
         jobs = [Job((out_dir / src.name,), (src, out_dir / src.name))
                 for src in sorted(src_dir.glob("*.png"))]
         run_jobs(summary, f"ade150 {split}", jobs, convert, args.workers)
-    print(summary.report())
     return summary
 
 

@@ -170,7 +170,6 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     ]
     summary = Summary("ADE20K-847")
     run_jobs(summary, "ade847 validation", jobs, convert, args.workers)
-    print(summary.report())
     return summary
 
 

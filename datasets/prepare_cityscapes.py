@@ -48,7 +48,6 @@ def main(argv: Sequence[str] | None = None) -> Summary:
             dst = src.with_name(src.name[: -len(SUFFIX_IN)] + SUFFIX_OUT)
             jobs.append(Job((dst,), (src, dst)))
         run_jobs(summary, f"cityscapes {split}", jobs, convert, args.workers)
-    print(summary.report())
     return summary
 
 

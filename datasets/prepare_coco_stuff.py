@@ -60,7 +60,6 @@ def main(argv: Sequence[str] | None = None) -> Summary:
                     base / "annotations_detectron2_object" / split / src.name)
             jobs.append(Job(outs, (src, *outs)))
         run_jobs(summary, f"coco-stuff {split}", jobs, convert, args.workers)
-    print(summary.report())
     return summary
 
 

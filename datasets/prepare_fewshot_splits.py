@@ -174,7 +174,6 @@ def main(argv: Sequence[str] | None = None) -> Summary:
             source = builders[name](args.root)
             lines_for = partial(fold_lines, source, min_area=args.min_area, workers=args.workers)
         write_lists(args.root / OUT_DIRS[name], lines_for, summary)
-    print(summary.report())
     return summary
 
 

@@ -53,7 +53,6 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     jobs = [Job((out_dir / f"{i}.tif",), (mat_dir / f"{i}.mat", out_dir / f"{i}.tif")) for i in ids]
     summary = Summary("PASCAL-Context 459")
     run_jobs(summary, "pc459 val", jobs, convert, args.workers)
-    print(summary.report())
     return summary
 
 

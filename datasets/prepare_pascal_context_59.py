@@ -96,7 +96,6 @@ def main(argv: Sequence[str] | None = None) -> Summary:
             jobs.append(Job(tuple(out for out, _ in targets),
                             (anns, int(img["height"]), int(img["width"]), targets)))
         run_jobs(summary, f"pascal context {phase}", jobs, convert, args.workers)
-    print(summary.report())
     return summary
 
 

@@ -85,7 +85,6 @@ def main(argv: Sequence[str] | None = None) -> Summary:
             targets = tuple((voc / folder / f"{image_id}.png", lut) for folder, lut in outputs)
             jobs.append(Job(tuple(out for out, _ in targets), (masks / f"{image_id}.png", targets)))
         run_jobs(summary, f"voc {split}", jobs, convert, args.workers)
-    print(summary.report())
     return summary
 
 

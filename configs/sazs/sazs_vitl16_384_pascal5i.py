@@ -8,9 +8,9 @@ from detectron2.config import LazyCall as L
 
 from ovseg_d2.data.metadata import prompt_classes
 from ovseg_d2.engine import build_optimizer
+from ovseg_d2.engine.poly_schedule import MmcvPolyParamScheduler
 from ovseg_d2.inference import InferencePolicy
 from ovseg_d2.projects.sazs import SAZS, DPTPixelEmbedder, build_text_tower
-from ovseg_d2.projects.sazs.schedule import EpochPolyParamScheduler
 
 from ..common.train import train
 from .data import dataloader
@@ -34,7 +34,7 @@ model = L(SAZS)(
 
 optimizer = L(build_optimizer)(model=None, name="SGD", lr=1e-3, momentum=0.9, weight_decay=1e-4, weight_decay_norm=1e-4)
 EPOCHS = 20
-lr_multiplier = L(EpochPolyParamScheduler)(epochs=EPOCHS, power=0.9)
+lr_multiplier = L(MmcvPolyParamScheduler)(power=0.9, epochs=EPOCHS)  # official: lr0 (1 - epoch / EPOCHS)^0.9
 
 dataloader.train.total_batch_size = 6
 train.max_iter = EPOCHS * 1899  # fold 0: 11394 training pairs / batch 6

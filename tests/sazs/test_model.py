@@ -74,13 +74,22 @@ def test_record_vocabulary_is_the_episode_class():
     assert list(model.record_vocabulary({}).entries) == NAMES
 
 
-def test_epoch_poly_is_constant_within_an_epoch():
-    from ovseg_d2.projects.sazs.schedule import EpochPolyParamScheduler
+@pytest.mark.parametrize("config, epochs", [("sazs_vitl16_384_pascal5i", 20), ("sazs_drn_d105_pascal5i", 40), ("sazs_drn_d105_coco20i", 10)])
+def test_lr_is_the_official_poly_per_epoch(config, epochs):
+    """Official policy: lr_e = lr0 (1 - e / E)^0.9 in epoch e, constant within the epoch, at every iteration."""
+    from detectron2.config import instantiate
 
-    s = EpochPolyParamScheduler(epochs=20)
-    assert s(0.0) == s(0.049) == 1.0
-    assert s(0.05) == pytest.approx((19 / 20) ** 0.9)
-    assert s(0.999) == pytest.approx((1 / 20) ** 0.9)  # last epoch: 0.0675 x lr0
+    from ovseg_d2.engine import load_config
+
+    cfg = load_config(str(REPO / "configs/sazs" / f"{config}.py"), [])
+    schedule = instantiate(cfg.lr_multiplier)
+    max_iter = cfg.train.max_iter
+    assert max_iter % epochs == 0
+    per_epoch = max_iter // epochs
+    for iteration in range(max_iter):  # detectron2's LRMultiplier asks for iteration / max_iter
+        assert schedule(iteration / max_iter) == (1 - (iteration // per_epoch) / epochs) ** 0.9
+    assert schedule(0.0) == schedule((per_epoch - 1) / max_iter) == 1.0
+    assert schedule((max_iter - 1) / max_iter) == pytest.approx((1 / epochs) ** 0.9)  # last epoch (E=20: 0.0675 x lr0)
 
 
 @pytest.mark.parametrize(
