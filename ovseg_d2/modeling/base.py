@@ -32,6 +32,8 @@ class OpenVocabSegmentor(nn.Module):
     method's `predict_views`; `add_background` applies the policy's background threshold to each
     view's scores. `test_dataset` names the dataset being evaluated (set by the trainer), for
     per-dataset settings.
+
+    Frozen submodules named with `keep_in_eval_mode` stay in eval mode when the model trains.
     """
 
     def __init__(
@@ -57,6 +59,21 @@ class OpenVocabSegmentor(nn.Module):
         self.ignore_value = ignore_value
         self.inference = inference or InferencePolicy()
         self.test_dataset: str | None = None
+        self.eval_mode_modules: tuple[str, ...] = ()
+
+    def keep_in_eval_mode(self, *names: str) -> None:
+        """`train()` leaves the submodules `names` (attribute names) in eval mode: frozen towers stay
+        deterministic (no dropout) while the rest trains, and their text embeddings stay cacheable."""
+        missing = [name for name in names if not isinstance(getattr(self, name, None), nn.Module)]
+        if missing:
+            raise AttributeError(f"{type(self).__name__}.keep_in_eval_mode: no submodule named {missing}")
+        self.eval_mode_modules = (*self.eval_mode_modules, *names)
+
+    def train(self, mode: bool = True) -> "OpenVocabSegmentor":
+        super().train(mode)
+        for name in self.eval_mode_modules:
+            getattr(self, name).eval()
+        return self
 
     @property
     def device(self) -> torch.device:

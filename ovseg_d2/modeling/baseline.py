@@ -19,7 +19,6 @@ from ovseg_d2.clip import (
     CLIPVisionTower,
     build_clip,
     clip_pixel_stats,
-    get_templates,
     get_tokenizer,
     value_projection,
 )
@@ -84,7 +83,8 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
         clip.requires_grad_(False)
         self.vision = CLIPVisionTower(clip.visual)
         self.text = CLIPTextTower(clip, get_tokenizer(clip_model))
-        self.text_classifier = CLIPTextClassifier(self.text, get_templates(templates), synonyms="mean")
+        self.keep_in_eval_mode("vision", "text")  # CLIP is frozen: deterministic while the head trains
+        self.text_classifier = CLIPTextClassifier(self.text, templates, synonyms="mean")
         self.clip_resolution = tuple(clip_resolution) if clip_resolution else None
         self.logit_scale = nn.Parameter(torch.tensor(float(temperature)).log(), requires_grad=head != "none")
         self.head = (
@@ -96,12 +96,6 @@ class DenseCLIPBaseline(OpenVocabSegmentor):
             if head == "conv"
             else None
         )
-
-    def train(self, mode: bool = True) -> "DenseCLIPBaseline":
-        super().train(mode)
-        self.vision.eval()  # CLIP is frozen: keep it deterministic (no dropout) while the head trains
-        self.text.eval()
-        return self
 
     def logits(self, images: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
         """(B, 3, H, W) RGB 0-255 -> (B, N, h, w) logits on CLIP's patch grid."""

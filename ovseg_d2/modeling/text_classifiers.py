@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ovseg_d2.clip.templates import get_templates
 from ovseg_d2.clip.text import CLIPTextTower
 from ovseg_d2.data.vocab import load_vocabulary
 
@@ -103,21 +104,25 @@ def _train_mode_dependent(module: nn.Module) -> bool:
 
 class PromptEncoderClassifier(TextClassifier):
     """Templates x synonyms prompts through a text encoder, with the recipe fixed at construction
-    (see `embed_vocabulary`) and the per-instance cache described in the module docstring."""
+    (see `embed_vocabulary`) and the per-instance cache described in the module docstring.
+
+    templates: the name of a template set (`ovseg_d2.clip.get_templates`, as configs give it) or the
+    templates themselves; `self.templates` holds the resolved tuple."""
 
     def __init__(
         self,
         modules: Sequence[nn.Module],
-        templates: Sequence[str],
+        templates: str | Sequence[str],
         *,
         synonyms: str = "first",
         template_reduce: str = "mean_then_normalize",
         normalize: bool = True,
         keep_templates: bool = False,
     ) -> None:
+        templates = get_templates(templates) if isinstance(templates, str) else tuple(templates)
         _check_recipe(synonyms, template_reduce, templates)
         self.modules = tuple(modules)
-        self.templates = tuple(templates)
+        self.templates = templates
         self.recipe = dict(
             synonyms=synonyms, template_reduce=template_reduce, normalize=normalize, keep_templates=keep_templates
         )
@@ -154,7 +159,7 @@ class PromptEncoderClassifier(TextClassifier):
 class CLIPTextClassifier(PromptEncoderClassifier):
     """The live CLIP text tower (today's recipe of every CLIP-based method)."""
 
-    def __init__(self, tower: CLIPTextTower, templates: Sequence[str], **recipe) -> None:
+    def __init__(self, tower: CLIPTextTower, templates: str | Sequence[str], **recipe) -> None:
         super().__init__([tower], templates, **recipe)
         self.tower = tower
 
@@ -176,7 +181,7 @@ class HFTextClassifier(PromptEncoderClassifier):
         self,
         text_model: nn.Module,
         tokenizer: Callable[[list[str]], Mapping[str, torch.Tensor]],
-        templates: Sequence[str],
+        templates: str | Sequence[str],
         *,
         projector: nn.Module | None = None,
         chunk_size: int = 256,

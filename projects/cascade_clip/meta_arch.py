@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import Tensor
 
-from ovseg_d2.clip import IMAGENET_MEAN, IMAGENET_STD, CLIPTextTower, build_clip, get_templates, get_tokenizer
+from ovseg_d2.clip import IMAGENET_MEAN, IMAGENET_STD, CLIPTextTower, build_clip, get_tokenizer
 from ovseg_d2.inference import InferencePolicy
 from ovseg_d2.modeling import CLIPTextClassifier, OpenVocabSegmentor, Vocabulary, VocabularyOverride
 from ovseg_d2.modeling.text_classifiers import TextClassifier
@@ -119,9 +119,9 @@ class CascadeCLIP(OpenVocabSegmentor):
                 raise TypeError(f"{name} must be a TextClassifier (or None for live text), got {given!r}")
         if text_classifier is None:
             self.clip_text = CLIPTextTower(clip, get_tokenizer(clip_model)).requires_grad_(False)
-            names = get_templates(templates) if isinstance(templates, str) else tuple(templates)
+            self.keep_in_eval_mode("clip_text")  # frozen tower: no dropout, cacheable embeddings
             text_classifier = CLIPTextClassifier(
-                self.clip_text, names, synonyms="first", template_reduce="normalize_then_mean"
+                self.clip_text, templates, synonyms="first", template_reduce="normalize_then_mean"
             )
         self.text_classifier = text_classifier
         self.test_text_classifiers = dict(test_text_classifiers or {})
@@ -144,12 +144,6 @@ class CascadeCLIP(OpenVocabSegmentor):
         self._register_load_state_dict_pre_hook(self._convert_official_state_dict)
 
     # ------------------------------------------------------------------ text
-    def train(self, mode: bool = True) -> "CascadeCLIP":
-        super().train(mode)
-        if hasattr(self, "clip_text"):
-            self.clip_text.eval()  # frozen tower: no dropout, cacheable embeddings
-        return self
-
     def classifier_for_test(self) -> TextClassifier:
         return self.test_text_classifiers.get(self.test_dataset, self.text_classifier)
 

@@ -38,7 +38,6 @@ from ovseg_d2.clip import (
     CLIPVisionTower,
     apply_trainable_rules,
     build_clip,
-    get_templates,
     get_tokenizer,
     split_attention_projections,
     value_path_block,
@@ -181,9 +180,9 @@ class CATSeg(OpenVocabSegmentor):
         self.clip_image = CLIPVisionTower(clip.visual, pos_interpolation="bicubic")
         self.clip_text = CLIPTextTower(clip, get_tokenizer(clip_model))
         # `clip.logit_scale` is not used by CAT-Seg and not kept.
-        self.templates = tuple(get_templates(templates) if isinstance(templates, str) else templates)
         recipe = dict(text_recipe or {"synonyms": "first"})
-        self.text_classifier = CLIPTextClassifier(self.clip_text, self.templates, keep_templates=True, **recipe)
+        self.text_classifier = CLIPTextClassifier(self.clip_text, templates, keep_templates=True, **recipe)
+        self.templates = self.text_classifier.templates
         self.last_block = value_path_block(residual=last_block_residual)
 
         width = clip.visual.conv1.out_channels

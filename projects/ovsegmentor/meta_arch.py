@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY
 from torch import nn
 
-from ovseg_d2.clip import IMAGENET_MEAN, IMAGENET_STD, get_templates
+from ovseg_d2.clip import IMAGENET_MEAN, IMAGENET_STD
 from ovseg_d2.inference import InferencePolicy
 from ovseg_d2.modeling import HFTextClassifier, OpenVocabSegmentor, Vocabulary, VocabularyOverride
 from ovseg_d2.modeling.contrastive import symmetric_info_nce
@@ -134,8 +134,8 @@ class OVSegmentor(OpenVocabSegmentor):
         self.top_k_classes = top_k_classes
         self.official_projector_stat_updates = official_projector_stat_updates
         self.text_classifier = HFTextClassifier(
-            self.text_encoder, self.tokenizer, get_templates(templates) if isinstance(templates, str) else tuple(templates),
-            projector=self.text_projector, template_reduce="mean_then_normalize",
+            self.text_encoder, self.tokenizer, templates, projector=self.text_projector,
+            template_reduce="mean_then_normalize",
         )
 
     # ------------------------------------------------------------------ encoders

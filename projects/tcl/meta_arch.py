@@ -25,7 +25,6 @@ from ovseg_d2.clip import (
     CLIPVisionTower,
     build_clip,
     clip_pixel_stats,
-    get_templates,
     get_tokenizer,
     self_attention_only_block,
     tokens_to_map,
@@ -109,8 +108,9 @@ class TCL(OpenVocabSegmentor):
         clip.requires_grad_(False)
         self.clip_image = CLIPVisionTower(clip.visual, pos_interpolation="bicubic")
         self.clip_text = CLIPTextTower(clip, get_tokenizer(clip_model))
-        self.templates = get_templates(templates)
-        self.text_classifier = CLIPTextClassifier(self.clip_text, self.templates, synonyms="first")
+        self.keep_in_eval_mode("clip_image", "clip_text")  # frozen CLIP: deterministic in training too
+        self.text_classifier = CLIPTextClassifier(self.clip_text, templates, synonyms="first")
+        self.templates = self.text_classifier.templates
         visual = clip.visual
         if self.clip_image.num_blocks < 2 or visual.proj is None:
             raise ValueError(f"{clip_model}: TCL needs a projected CLIP ViT with at least 2 blocks")
@@ -134,12 +134,6 @@ class TCL(OpenVocabSegmentor):
         self.deterministic_hard_mask = deterministic_hard_mask
         self.gumbel_tau = float(gumbel_tau)
         self.official_multi_gpu_text_side = official_multi_gpu_text_side
-
-    def train(self, mode: bool = True) -> "TCL":
-        super().train(mode)
-        self.clip_image.eval()  # frozen CLIP: deterministic in training too
-        self.clip_text.eval()
-        return self
 
     # ------------------------------------------------------------------ shared forward
     def clip_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
