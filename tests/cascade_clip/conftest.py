@@ -20,11 +20,8 @@ CLASS_NAMES = [f"class{i}" for i in range(8)]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_intra_op_thread: None) -> None:
+    """One intra-op thread (tests/conftest.py; see this module's docstring)."""
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,8 @@
 """CPU settings for the CAT-Seg tests (restored after each module).
 
-- One intra-op thread: the tests run many small ops; on a shared 2-core machine every OpenMP barrier
-  waits for a descheduled second thread (measured: a tiny CLIP forward 5 ms with 1 thread, 1 s with 2).
-  The golden fixtures were made with 2 threads; 1 thread changes float reductions by <= 3e-6
-  (golden README section 3), far inside the tolerances. `CATSEG_TEST_THREADS` overrides.
+- One intra-op thread (`one_intra_op_thread`, tests/conftest.py). The golden fixtures were made with
+  2 threads; 1 thread changes float reductions by <= 3e-6 (golden README section 3), far inside the
+  tolerances.
 - glibc: keep freed memory in the heap. The aggregator allocates and frees 10-300 MB tensors per op;
   glibc serves them with fresh mmaps, so every op page-faults its output in again (about a third of
   the CPU time of golden case c). The defaults (128 KiB thresholds) are restored afterwards.
@@ -12,10 +11,8 @@
 from __future__ import annotations
 
 import ctypes
-import os
 
 import pytest
-import torch
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
@@ -29,9 +26,7 @@ def _glibc():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _catseg_cpu_settings():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("CATSEG_TEST_THREADS", "1")))
+def _catseg_cpu_settings(one_intra_op_thread: None):
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)
@@ -41,4 +36,3 @@ def _catseg_cpu_settings():
         libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
         libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
         libc.malloc_trim(0)
-    torch.set_num_threads(threads)

@@ -16,18 +16,15 @@ from ovseg_d2.projects.catseg import CATSeg
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "catseg"
 
 
+# clip_model, resolution, backbone_type, appearance, decoder, frozen: the published R101 setting,
+# which the mmseg port's config carries too.
+R101_VITB16 = ("ViT-B-16-quickgelu", (384, 384), "ResNet", 1024, (512, 256), False)
+
+
 @pytest.mark.parametrize(
     "name, clip_model, resolution, backbone_type, appearance, decoder, frozen",
     [
-        (
-            "catseg_fb_r101_vitb16_384_coco_stuff.py",
-            "ViT-B-16-quickgelu",
-            (384, 384),
-            "ResNet",
-            1024,
-            (512, 256),
-            False,
-        ),
+        ("catseg_fb_r101_vitb16_384_coco_stuff.py", *R101_VITB16),
         (
             "catseg_fb_swinb_vitl14_336_coco_stuff.py",
             "ViT-L-14-336-quickgelu",
@@ -37,15 +34,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "catseg"
             (256, 128),
             True,
         ),
-        (
-            "catseg_fb_r101_vitb16_384_coco_stuff_mmseg.py",
-            "ViT-B-16-quickgelu",
-            (384, 384),
-            "ResNet",
-            1024,
-            (512, 256),
-            False,
-        ),
+        ("catseg_fb_r101_vitb16_384_coco_stuff_mmseg.py", *R101_VITB16),
     ],
 )
 def test_paper_configs(name, clip_model, resolution, backbone_type, appearance, decoder, frozen):

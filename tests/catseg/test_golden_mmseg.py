@@ -137,6 +137,18 @@ def check_flat(actual: torch.Tensor, ref: dict) -> None:
     close_mean(flat.double().abs().sum(), torch.tensor(ref["abs_sum"], dtype=torch.float64), n)
 
 
+def check_seg_logits(seg: torch.Tensor, case: dict) -> None:
+    """The final (C, H, W) seg logits of an evaluation case and their argmax against the port's:
+    sub-sampled values, per-class sums, and the predicted pixels per class."""
+    s = case["seg_logits_sub_stride"]
+    torch.testing.assert_close(seg[:, ::s, ::s], case["seg_logits_sub"], atol=ATOL, rtol=0)
+    close_mean(seg.double().sum((1, 2)), case["seg_logits_class_sum"], seg[0].numel())
+    pred = seg.argmax(0)
+    s = case["pred_sub_stride"]
+    assert torch.equal(pred[::s, ::s].to(torch.uint8), case["pred_sub"])
+    assert torch.equal(torch.bincount(pred.flatten(), minlength=7), case["pred_class_count"])
+
+
 def run_eval(model: CATSeg, image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     with torch.no_grad():
         return model([{"image": image, "height": height, "width": width}])[0]["sem_seg"]
@@ -182,13 +194,7 @@ def test_case_a_single_image(cases, converted):
     s = case["logits_sub_stride"]
     torch.testing.assert_close(logits[:, ::s, ::s], case["logits_sub"], atol=ATOL, rtol=0)
     close_mean(logits.double().sum((1, 2)), case["logits_class_sum"], logits[0].numel())
-    s = case["seg_logits_sub_stride"]
-    torch.testing.assert_close(seg[:, ::s, ::s], case["seg_logits_sub"], atol=ATOL, rtol=0)
-    close_mean(seg.double().sum((1, 2)), case["seg_logits_class_sum"], seg[0].numel())
-    pred = seg.argmax(0)
-    s = case["pred_sub_stride"]
-    assert torch.equal(pred[::s, ::s].to(torch.uint8), case["pred_sub"])
-    assert torch.equal(torch.bincount(pred.flatten(), minlength=7), case["pred_class_count"])
+    check_seg_logits(seg, case)
 
     visual = cap.data["visual"][0]
     check_flat(visual.tokens, case["clip_visual_out"])
@@ -216,13 +222,7 @@ def test_case_b_slide_inference(cases, converted):
     torch.testing.assert_close(crops[:, :, ::s, ::s], case["crop_logits_sub"], atol=ATOL, rtol=0)
     close_mean(crops.double().sum((2, 3)), case["crop_logits_class_sum"], crops[0, 0].numel())
     assert list(seg.shape) == case["seg_logits_shape"]
-    s = case["seg_logits_sub_stride"]
-    torch.testing.assert_close(seg[:, ::s, ::s], case["seg_logits_sub"], atol=ATOL, rtol=0)
-    close_mean(seg.double().sum((1, 2)), case["seg_logits_class_sum"], seg[0].numel())
-    pred = seg.argmax(0)
-    s = case["pred_sub_stride"]
-    assert torch.equal(pred[::s, ::s].to(torch.uint8), case["pred_sub"])
-    assert torch.equal(torch.bincount(pred.flatten(), minlength=7), case["pred_class_count"])
+    check_seg_logits(seg, case)
 
 
 def _port_grad(params: dict, port_name: str) -> torch.Tensor | None:

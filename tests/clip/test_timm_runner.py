@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from ovseg_d2.clip import TimmViTTower, interpolate_positional_embedding
+from tests.clip.tower_checks import assert_run_blocks_applies_mask_and_override
 
 # (class_token, reg_tokens, no_embed_class, global_pool, pre_norm): original ViT/DINO, registers with a
 # class-less table (DeiT-3 / big_vision), registers inside the table, no class token, CLIP-style norm_pre.
@@ -95,21 +96,9 @@ def test_attn_mask_and_overrides_on_timm_blocks():
     x = tower.embed(torch.randn(1, 3, 32, 32)).detach()
     mask = torch.zeros(17, 17)
     mask[1:, 0] = float("-inf")  # patches may not read the class token
-    seen = []
-
-    def last(block, y, attn_mask):
-        seen.append(attn_mask)
-        return block(y, attn_mask=attn_mask)
-
-    with torch.no_grad():
-        ref = x
-        for b in vit.blocks:
-            ref = b(ref, attn_mask=mask)
-        out, _ = tower.run_blocks(x, attn_mask=mask, block_overrides={2: last})
-        assert seen == [mask] and torch.allclose(out, ref, atol=1e-6)
-        assert not torch.allclose(tower.run_blocks(x)[0], ref, atol=1e-3)
-        with pytest.raises(ValueError, match="additive float"):
-            tower.run_blocks(x, attn_mask=mask == 0)
+    assert_run_blocks_applies_mask_and_override(tower, vit.blocks, x, mask, override_index=2)
+    with torch.no_grad(), pytest.raises(ValueError, match="additive float"):
+        tower.run_blocks(x, attn_mask=mask == 0)
 
 
 def test_unsupported_backbones_fail_clearly():

@@ -10,6 +10,7 @@ from ovseg_d2.clip import (
     split_attention_projections,
     value_path_block,
 )
+from tests.clip.tower_checks import assert_run_blocks_applies_mask_and_override
 
 
 @pytest.fixture(scope="module")
@@ -128,20 +129,10 @@ def test_attn_mask_reaches_blocks_and_overrides(tiny_clip):
     x = tower.embed(torch.randn(1, 3, 64, 64)).detach()  # 1 + 16 tokens
     mask = torch.full((17, 17), float("-inf")).fill_diagonal_(0.0)
     mask[:, 0] = 0.0  # every token sees itself and the class token
-    blocks = tiny_clip.visual.transformer.resblocks
-    seen = []
-
-    def last(block, y, attn_mask):
-        seen.append(attn_mask)
-        return block(y, attn_mask=attn_mask)
-
+    assert_run_blocks_applies_mask_and_override(
+        tower, tiny_clip.visual.transformer.resblocks, x, mask, override_index=-1
+    )
     with torch.no_grad():
-        ref = x
-        for b in blocks:
-            ref = b(ref, attn_mask=mask)
-        out, _ = tower.run_blocks(x, attn_mask=mask, block_overrides={-1: last})
-        assert seen == [mask] and torch.allclose(out, ref, atol=1e-6)
-        assert not torch.allclose(tower.run_blocks(x)[0], ref, atol=1e-3)
         with pytest.raises(ValueError, match="additive float"):
             tower.run_blocks(x, attn_mask=mask == 0)  # True means "attend" for SDPA but "blocked" for MHA
         with pytest.raises(ValueError, match=r"\(17, 17\)"):

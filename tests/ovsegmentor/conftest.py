@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,8 @@ def tiny_bert_config(cases: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread (the fixtures were made with 1; the machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("OVSEG_TEST_THREADS", "1")))
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_intra_op_thread: None) -> None:
+    """One intra-op thread (tests/conftest.py), as the fixtures were made."""
 
 
 @pytest.fixture(scope="session")

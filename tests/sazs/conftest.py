@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,8 @@ GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "golden" / "sazs"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("SAZS_TEST_THREADS", "1")))
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_intra_op_thread: None) -> None:
+    """One intra-op thread (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import nn
 
 from ovseg_d2.data.mappers import read_image, read_sem_seg
-from ovseg_d2.data.toy import UNSEEN_CLASS_IDS, ToyWorldConfig, generate_toy_world, register_toy_world
+from ovseg_d2.data.toy import UNSEEN_CLASS_IDS
 from ovseg_d2.data.toy.demo import (
     CATSEG_CONFIG,
     baseline_config,
@@ -37,13 +37,9 @@ from ovseg_d2.data.toy.demo import (
     write_overlays,
 )
 from ovseg_d2.engine import build_model, load_config
-from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP, export_clip_checkpoint
+from tests.toy.demo_world import REPO, WORLD, demo_environment, write_demo_world
 
-REPO = Path(__file__).resolve().parents[2]
 METRIC_KEYS = {"mIoU", "mIoU-seen", "mIoU-unseen", "hIoU", "pACC"}
-# The demo's world is 96x96 (configs/catseg/catseg_toy.py: clip_resolution and crop 96), unlike the
-# 64x64 world of conftest.py.
-WORLD = ToyWorldConfig(num_train=8, num_val=4, num_retrieval=30, image_size=96, seed=3, shard_size=10)
 MAX_ITER = 2
 
 
@@ -85,24 +81,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     """The demo's output folder: $DETECTRON2_DATASETS/toy_world and a tiny CLIP exported as
     tools/pretrain_toy_clip.py does (trainer checkpoint -> open_clip checkpoint), untrained."""
     output = tmp_path_factory.mktemp("demo")
-    generate_toy_world(output / "toy_world", WORLD, progress=False)
-    torch.manual_seed(0)
-    clip = ContrastiveCLIP(clip_model=REPO / "configs/toy/tiny_clip.json")
-    (output / "clip_pretrain").mkdir()
-    torch.save({"model": clip.state_dict(), "iteration": 0}, output / "clip_pretrain" / "model_final.pth")
-    weights = export_clip_checkpoint(output / "clip_pretrain" / "model_final.pth", output / "tiny_clip.pt")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DETECTRON2_DATASETS", str(output))  # as tools/run_demo.py does
+    weights = write_demo_world(output, output / "clip_pretrain" / "model_final.pth", output / "tiny_clip.pt")
+    with demo_environment(output) as mp:
         mp.chdir(output)  # the stages work from any directory
-        register_toy_world()  # the default registration (another test may have pointed it elsewhere)
-        # One intra-op thread: small ops on a shared 2-core machine (see tests/catseg/conftest.py).
-        torch.set_num_threads(1)
-        try:
-            yield SimpleNamespace(output=output, weights=str(weights))
-        finally:
-            torch.set_num_threads(threads)
-            register_toy_world()
+        yield SimpleNamespace(output=output, weights=str(weights))
 
 
 @pytest.fixture(scope="module")

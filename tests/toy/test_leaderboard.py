@@ -21,7 +21,6 @@ import pytest
 import torch
 
 import ovseg_d2.engine
-from ovseg_d2.data.toy import ToyWorldConfig, generate_toy_world, register_toy_world
 from ovseg_d2.data.toy.demo import evaluate_baseline
 from ovseg_d2.data.toy.leaderboard import (
     Entry,
@@ -35,11 +34,9 @@ from ovseg_d2.data.toy.leaderboard import (
     write_report,
 )
 from ovseg_d2.engine import load_config
-from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP, export_clip_checkpoint
+from tests.toy.demo_world import REPO, demo_environment, write_demo_world
 
-REPO = Path(__file__).resolve().parents[2]
 BASELINE = "configs/toy/dense_baseline.py"
-WORLD = ToyWorldConfig(num_train=8, num_val=4, num_retrieval=30, image_size=96, seed=3, shard_size=10)
 CLIP = ("model.clip_weights={clip_weights}",)
 ENTRIES = order_entries({
     "floor": Entry(
@@ -67,22 +64,9 @@ SEEDS = (0, 1)
 def world(tmp_path_factory: pytest.TempPathFactory):
     """OUTPUT/toy_world and OUTPUT/clip0/tiny_clip.pt (random tiny CLIP, exported as the pretraining does)."""
     output = tmp_path_factory.mktemp("leaderboard")
-    generate_toy_world(output / "toy_world", WORLD, progress=False)
-    torch.manual_seed(0)
-    clip = ContrastiveCLIP(clip_model=REPO / "configs/toy/tiny_clip.json")
-    (output / "clip0").mkdir()
-    torch.save({"model": clip.state_dict(), "iteration": 0}, output / "clip0" / "trainer.pth")
-    weights = export_clip_checkpoint(output / "clip0" / "trainer.pth", output / "clip0" / "tiny_clip.pt")
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DETECTRON2_DATASETS", str(output))  # as tools/run_demo.py does
-        register_toy_world()
-        torch.set_num_threads(1)
-        try:
-            yield SimpleNamespace(output=output, weights=weights)
-        finally:
-            torch.set_num_threads(threads)
-            register_toy_world()
+    weights = write_demo_world(output, output / "clip0" / "trainer.pth", output / "clip0" / "tiny_clip.pt")
+    with demo_environment(output):
+        yield SimpleNamespace(output=output, weights=weights)
 
 
 def _run(output: Path) -> tuple[dict, list[int]]:
