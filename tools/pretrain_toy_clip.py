@@ -35,12 +35,12 @@ from ovseg_d2.data.toy.retrieval import class_prompts, evaluate_retrieval
 from ovseg_d2.data.toy.shipped_clip import (
     compact_state_dict,
     expand_shipped_weights,
-    save_atomic,
     shipped_weights,
     used_token_ids,
     zero_unused_token_rows,
 )
 from ovseg_d2.modeling.contrastive_clip import clip_state_dict
+from ovseg_d2.utils.atomic import torch_save_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/toy/clip_pretrain.py"
@@ -83,9 +83,9 @@ def export_pretrained(world: Path, run_dir: Path, weights: Path, ship_seed: int 
     captions = [r["caption"] for r in read_meta(ToyWorldLayout(world), "train")] + class_prompts()
     sd = zero_unused_token_rows(clip_state_dict(state.get("model", state)),
                                 used_token_ids(get_tokenizer(CLIP_CONFIG), captions))
-    save_atomic({"state_dict": sd}, weights)
+    torch_save_atomic({"state_dict": sd}, weights)
     if ship_seed is not None:
-        print(f"shipped: {save_atomic(compact_state_dict(sd), shipped_weights(ship_seed))}")
+        print(f"shipped: {torch_save_atomic(compact_state_dict(sd), shipped_weights(ship_seed))}")
 
 
 def main() -> None:

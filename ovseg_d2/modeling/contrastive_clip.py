@@ -27,6 +27,7 @@ from torch import nn
 
 from ovseg_d2.checkpoint import load_checkpoint_file
 from ovseg_d2.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_clip, get_tokenizer
+from ovseg_d2.utils.atomic import torch_save_atomic
 
 from .contrastive import symmetric_info_nce
 
@@ -133,10 +134,5 @@ def export_clip_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathL
     checkpoint `{"state_dict": clip_sd}`, atomically (a reader never sees a partial file)."""
     state = load_checkpoint_file(checkpoint)
     sd = clip_state_dict(state.get("model", state))
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    torch.save({"state_dict": sd}, tmp)
-    os.replace(tmp, output)
-    return output
+    return torch_save_atomic({"state_dict": sd}, output)
 

@@ -19,10 +19,10 @@ from ovseg_d2.data.toy.shipped_clip import (
     WEIGHTS_DIR,
     compact_state_dict,
     expand_shipped_weights,
-    save_atomic,
     shipped_weights,
     zero_unused_token_rows,
 )
+from ovseg_d2.utils.atomic import torch_save_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP_CONFIG = REPO / "configs/toy/tiny_clip.json"
@@ -45,7 +45,7 @@ def test_compact_form_round_trips(tmp_path: Path) -> None:
     zeroed = zero_unused_token_rows(sd, keep)
     assert torch.equal(zeroed[TOKEN_EMBEDDING][keep], sd[TOKEN_EMBEDDING][keep])
     assert int(torch.count_nonzero(zeroed[TOKEN_EMBEDDING].abs().sum(1))) == len(keep)
-    compact = save_atomic(compact_state_dict(zeroed), tmp_path / "compact.pt")
+    compact = torch_save_atomic(compact_state_dict(zeroed), tmp_path / "compact.pt")
     clip = build_clip(CLIP_CONFIG, weights=expand_shipped_weights(compact, tmp_path / "clip.pt"))
     for name, value in zeroed.items():
         assert torch.equal(clip.state_dict()[name], value), name

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ...utils.atomic import write_bytes_atomic
 from .scene import Scene, render_scene
 from .world import CLASS_NAMES, CLASSES, SEEN_CLASS_IDS, UNSEEN_CLASS_IDS
 
@@ -105,14 +106,6 @@ def encode_png(label: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary sibling and rename, so readers never see partial files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
 
@@ -134,7 +127,7 @@ def _check_manifest(layout: ToyWorldLayout, config: ToyWorldConfig) -> None:
                 f"mix it with {asdict(config)}. Use another output folder or delete the old one."
             )
         return
-    atomic_write(layout.manifest, json.dumps(manifest, indent=2).encode())
+    write_bytes_atomic(layout.manifest, json.dumps(manifest, indent=2).encode())
 
 
 def _write_split(layout: ToyWorldLayout, config: ToyWorldConfig, split: str, progress: bool) -> None:
@@ -147,8 +140,8 @@ def _write_split(layout: ToyWorldLayout, config: ToyWorldConfig, split: str, pro
         scene = render_toy_image(config, split, index)
         # The image is written last: its presence means its label map exists too.
         if not image_path.exists():
-            atomic_write(label_path, encode_png(scene.label))
-            atomic_write(image_path, encode_jpeg(scene.image))
+            write_bytes_atomic(label_path, encode_png(scene.label))
+            write_bytes_atomic(image_path, encode_jpeg(scene.image))
         records.append({
             "image_id": key,
             "file_name": str(image_path.relative_to(layout.root)),
@@ -159,8 +152,8 @@ def _write_split(layout: ToyWorldLayout, config: ToyWorldConfig, split: str, pro
         })
     if split in CAPTION_SPLITS:
         captions = ({"filename": r["file_name"], "caption": r["caption"]} for r in records)
-        atomic_write(layout.captions_file(split), _jsonl(captions))
-    atomic_write(layout.meta_file(split), _jsonl(records))
+        write_bytes_atomic(layout.captions_file(split), _jsonl(captions))
+    write_bytes_atomic(layout.meta_file(split), _jsonl(records))
 
 
 def read_meta(layout: ToyWorldLayout, split: str) -> list[dict[str, Any]]:
@@ -195,7 +188,7 @@ def _write_shards(layout: ToyWorldLayout, config: ToyWorldConfig) -> None:
                     info = tarfile.TarInfo(f"{key}.{ext}")
                     info.size, info.mtime, info.mode = len(data), 0, 0o644
                     tar.addfile(info, io.BytesIO(data))
-        atomic_write(path, buf.getvalue())
+        write_bytes_atomic(path, buf.getvalue())
 
 
 def generate_toy_world(

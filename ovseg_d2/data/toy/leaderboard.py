@@ -16,6 +16,7 @@ the markers above), leaderboard.md, leaderboard.json, leaderboard_runs.json.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,6 +33,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from detectron2.config import LazyConfig
 from omegaconf import OmegaConf
+
+from ...utils.atomic import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[3]
 VAL_DATASET = "toy_val"
@@ -199,6 +202,12 @@ def uses_seed(entry: Entry, entries: dict[str, Entry]) -> bool:
     return entry.after is not None and uses_seed(entries[entry.after], entries)
 
 
+@functools.cache
+def configured_max_iter(config: str) -> int:
+    """`train.max_iter` of the config (a path relative to the repository); loaded once per config."""
+    return int(LazyConfig.load(str(REPO / config)).train.max_iter)
+
+
 def run_key(entry: Entry, entries: dict[str, Entry], clip_seed: int, seed: int) -> str:
     """The folder name of one run: the seeds it depends on (`clip0-seed1`, `clip0`, `seed1`, `once`)."""
     parts = [f"clip{clip_seed}"] if uses_clip(entry, entries) else []
@@ -233,20 +242,12 @@ class Context:
             ) from None
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Atomically: a reader (or a resumed run) sees the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def write_run_record(
     folder: Path, name: str, config: Path | str, overrides: Sequence[str], weights: Path | str | None
 ) -> None:
     """`run.json`: how to rebuild a finished stage's model for inference (read by tools/web_demo.py)."""
     config = Path(config).resolve()
-    write_json(folder / "run.json", {
+    write_json_atomic(folder / "run.json", {
         "name": name,
         "config": config.relative_to(REPO).as_posix() if config.is_relative_to(REPO) else str(config),
         "overrides": list(overrides),
@@ -320,7 +321,7 @@ class Leaderboard:
         """The training iterations of `entry` (0 when eval-only), capped in smoke mode."""
         if entry.eval_only:
             return 0
-        configured = int(LazyConfig.load(str(REPO / entry.config)).train.max_iter)
+        configured = configured_max_iter(entry.config)
         cap = self.options.max_iter
         return configured if cap is None else min(configured, cap)
 
@@ -366,7 +367,7 @@ class Leaderboard:
         start = time.perf_counter()
         do_train(load_config(str(REPO / ctx.entry.config), overrides), resume=True)
         seconds = round(time.perf_counter() - start, 1)
-        write_json(marker, {"seconds": seconds, "max_iter": self.max_iter(ctx.entry), "seed": seed})
+        write_json_atomic(marker, {"seconds": seconds, "max_iter": self.max_iter(ctx.entry), "seed": seed})
         return seconds
 
     def weights(self, ctx: Context) -> str:
@@ -404,7 +405,7 @@ class Leaderboard:
             "metrics": {k: float(sem_seg[k]) for k in METRICS},
             "inference_s_per_image": round(seconds / len(DatasetCatalog.get(VAL_DATASET)), 4),
         }
-        write_json(marker, result)
+        write_json_atomic(marker, result)
         return result
 
     def prepare(self, ctx: Context) -> float:
@@ -425,7 +426,7 @@ class Leaderboard:
             if done.returncode != 0:
                 raise RuntimeError(f"prerequisite `{' '.join(command)}` exited with status {done.returncode}")
             seconds = round(time.perf_counter() - start, 1)
-            write_json(marker, {"command": command, "seconds": seconds})
+            write_json_atomic(marker, {"command": command, "seconds": seconds})
             total += seconds
         return total
 
@@ -452,9 +453,10 @@ class Leaderboard:
                 outcome["prepare_s"] = self.prepare(ctx)
                 outcome["train_s"] = 0.0 if entry.eval_only else self.train(ctx, seed)
                 outcome.update(self.evaluate(ctx))
+                weights = self.weights(ctx)
                 write_run_record(
                     ctx.run_dir, entry.name, REPO / entry.config, self.config_overrides(ctx),
-                    None if self.weights(ctx) == "none" else self.weights(ctx),
+                    None if weights == "none" else weights,
                 )
         except Exception as error:  # noqa: BLE001  a failing method must not sink the others
             outcome["error"] = last_line(error)
@@ -600,9 +602,9 @@ def write_report(output: Path, result: dict[str, Any], command: str, options: Op
                   "of the toy_val evaluation / images.",
         "rows": result["rows"],
     }
-    write_json(output / "leaderboard.json", report)
+    write_json_atomic(output / "leaderboard.json", report)
     provenance = {k: report[k] for k in ("command", "date", "commit", "clip_seeds", "seeds", "smoke_max_iter")}
-    write_json(output / "leaderboard_runs.json", provenance | {"runs": result["runs"]})
+    write_json_atomic(output / "leaderboard_runs.json", provenance | {"runs": result["runs"]})
     (output / "leaderboard.md").write_text(to_markdown(report))
     return report
 

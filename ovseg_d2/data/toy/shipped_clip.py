@@ -17,6 +17,7 @@ from typing import Iterable
 import torch
 
 from ...checkpoint import load_checkpoint_file
+from ...utils.atomic import torch_save_atomic
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TOKEN_EMBEDDING = "token_embedding.weight"
@@ -65,16 +66,7 @@ def expand_compact_state_dict(compact: dict) -> dict[str, torch.Tensor]:
     return {**compact["state_dict"], TOKEN_EMBEDDING: table}
 
 
-def save_atomic(obj: object, output: str | os.PathLike) -> Path:
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, output)
-    return output
-
-
 def expand_shipped_weights(compact_file: str | os.PathLike, output: str | os.PathLike) -> Path:
     """Write the open_clip checkpoint `{"state_dict": ...}` of a compact file to `output`."""
     compact = load_checkpoint_file(compact_file)
-    return save_atomic({"state_dict": expand_compact_state_dict(compact)}, output)
+    return torch_save_atomic({"state_dict": expand_compact_state_dict(compact)}, output)
