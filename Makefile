@@ -19,7 +19,9 @@ $(STAMP): setup.py requirements/base.txt requirements/test.txt tools/install_env
 	bash tools/install_env.sh $(PY)
 	@touch $(STAMP)
 
-# The whole test suite on CPU (tiny models, generated data).
+# The whole test suite on CPU (tiny models, generated data). Processes the tests spawn print their
+# Python stacks if they crash (SIGSEGV, SIGABRT), as pytest does for its own process.
+test: export PYTHONFAULTHANDLER = 1
 test: setup
 	$(PY) -m pytest -q tests
 

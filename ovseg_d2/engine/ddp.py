@@ -38,13 +38,27 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def shutdown_distributed() -> None:
-    """Wait for every process, then destroy the process groups (a no-op in a single process).
+    """Wait for every process, destroy the process groups and drop detectron2's references to them
+    (a no-op in a single process). Call it at the end of every multi-process worker.
 
-    Detectron2's `launch` leaves the groups alive when the worker returns; gloo's transport threads
-    are then torn down by interpreter exit, and a rank that exits while a peer is still talking to it
-    can abort with "terminate called without an active exception" (SIGABRT) after a finished run.
+    A gloo group's threads stop only when the last reference to the group goes. Left alive, they are
+    torn down during interpreter finalization, and a rank can then abort with "terminate called
+    without an active exception" (SIGABRT) after a finished run. `destroy_process_group` alone is
+    not enough: `detectron2.utils.comm` keeps two references of its own (see
+    `_release_detectron2_groups`).
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
     comm.synchronize()
     dist.destroy_process_group()
+    _release_detectron2_groups()
+
+
+def _release_detectron2_groups() -> None:
+    """detectron2 keeps WORLD in `_get_global_gloo_group`'s cache (used by `comm.all_gather` and
+    `comm.gather`) and the per-machine group that `launch` creates in `_LOCAL_PROCESS_GROUP` (with
+    `create_local_process_group` cached so that it runs once); detectron2 has no public call to
+    release them. Resetting all three also lets a later `launch` in the same process start afresh."""
+    comm._get_global_gloo_group.cache_clear()
+    comm.create_local_process_group.cache_clear()
+    comm._LOCAL_PROCESS_GROUP = None

@@ -18,6 +18,7 @@ from timm.data.auto_augment import RandAugment
 from ovseg_d2.data.datasets.common import DatasetNotPreparedError
 from ovseg_d2.data.image_text import ImageTextMapper, ImageTextStream, JsonLinesIndex, expand_shards
 from ovseg_d2.data.toy.generate import encode_jpeg
+from ovseg_d2.engine import shutdown_distributed
 from ovseg_d2.modeling.contrastive import symmetric_info_nce
 
 SIZE = 8  # pixels of the generated images
@@ -215,9 +216,8 @@ def _gloo_rank(rank: int, world: int, init_file: str, image: torch.Tensor, text:
         loss.backward()
         torch.save({"loss": loss.detach(), "image": local_image.grad, "text": local_text.grad, "scale": scale.grad},
                    f"{out}.{rank}")
-        torch.distributed.barrier()
     finally:
-        torch.distributed.destroy_process_group()
+        shutdown_distributed()
 
 
 @pytest.mark.timeout(120)

@@ -21,7 +21,7 @@ _REFERENCE_RUNS: dict[int, Path] = {}
 def overrides(output_dir: Path) -> list[str]:
     """The dense baseline on the VOC miniature (tests/engine/conftest.py), with every augmentation
     on (random crop, photometric distortion, flip), `MAX_ITER` iterations, checkpoints every `PERIOD`."""
-    from conftest import TINY_BASELINE_OVERRIDES
+    from tests.engine.conftest import TINY_BASELINE_OVERRIDES
 
     return TINY_BASELINE_OVERRIDES + [
         f"train.output_dir={output_dir}",

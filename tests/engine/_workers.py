@@ -17,8 +17,16 @@ def train_and_save_weights(config: str, overrides: list[str], out_dir: str) -> N
     shutdown_distributed()
 
 
+def gloo_threads() -> list[str]:
+    """Names of this process's gloo threads (a group's worker threads and its transport loop)."""
+    tasks = Path("/proc/self/task")
+    names = [(task / "comm").read_text().strip() for task in tasks.iterdir()]
+    return sorted(name for name in names if "gloo" in name)
+
+
 def shut_down_and_record(out_dir: str) -> None:
-    """Record whether the process group is alive before and after `shutdown_distributed`."""
+    """Record whether the process group and its threads are alive before and after
+    `shutdown_distributed`, after a detectron2 all_gather (which caches the group it used)."""
     import json
 
     from detectron2.utils import comm
@@ -27,7 +35,8 @@ def shut_down_and_record(out_dir: str) -> None:
     from ovseg_d2.engine import shutdown_distributed
 
     rank = comm.get_rank()
-    before = dist.is_initialized()
+    assert comm.all_gather(rank) == [0, 1]
+    before = {"initialized": dist.is_initialized(), "gloo_threads": bool(gloo_threads())}
     shutdown_distributed()
-    record = {"before": before, "after": dist.is_initialized()}
-    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(record))
+    after = {"initialized": dist.is_initialized(), "gloo_threads": gloo_threads()}
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps({"before": before, "after": after}))

@@ -3,7 +3,6 @@ callbacks, EMA, the trainable schedule in 1 and 2 CPU processes, best checkpoint
 toy two-stage recipe (stage 2 starts from stage 1's best weights)."""
 from __future__ import annotations
 
-import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -13,11 +12,10 @@ from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig
 from detectron2.engine import launch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _tiny_training as tiny  # noqa: E402
+from ovseg_d2.engine import TrainableSchedule, do_train, load_config, load_model_weights
+from ovseg_d2.engine import train_loop
 
-from ovseg_d2.engine import TrainableSchedule, do_train, load_config, load_model_weights  # noqa: E402
-from ovseg_d2.engine import train_loop  # noqa: E402
+from tests.engine import _tiny_training as tiny
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,9 +12,8 @@ import pytest
 import torch
 from detectron2.engine.launch import _find_free_port
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _resume_workers as workers  # noqa: E402
-from _resume_workers import CONFIG, overrides  # noqa: E402
+from tests.engine import _resume_workers as workers
+from tests.engine._resume_workers import CONFIG, overrides
 
 REPO = Path(__file__).resolve().parents[2]
 

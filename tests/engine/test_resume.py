@@ -8,7 +8,6 @@ import multiprocessing
 import random
 import shutil
 import signal
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -17,12 +16,11 @@ import pytest
 import torch
 from torch.multiprocessing import ProcessExitedException
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _resume_workers as workers  # noqa: E402
-from _resume_workers import CONFIG, MAX_ITER, overrides  # noqa: E402
+from ovseg_d2.data.mappers import build_resumable_train_loader
+from ovseg_d2.engine.resume import ResumePoint, plan_resume
 
-from ovseg_d2.data.mappers import build_resumable_train_loader  # noqa: E402
-from ovseg_d2.engine.resume import ResumePoint, plan_resume  # noqa: E402
+from tests.engine import _resume_workers as workers
+from tests.engine._resume_workers import CONFIG, MAX_ITER, overrides
 
 KILL_AT = 14  # checkpoints were written after iterations 4 and 9
 

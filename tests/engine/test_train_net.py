@@ -16,17 +16,21 @@ import torch
 from PIL import Image
 from detectron2.engine import launch
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _workers  # noqa: E402
+from tests.engine import _workers
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = str(REPO / "configs" / "toy" / "dense_baseline.py")
 
 
-def test_shutdown_destroys_the_process_group_in_every_rank(tmp_path: Path) -> None:
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads thread names from /proc")
+def test_shutdown_destroys_the_process_groups_and_their_threads_in_every_rank(tmp_path: Path) -> None:
+    # Gloo threads left alive until interpreter exit made a finished rank abort (SIGABRT) in CI.
     launch(_workers.shut_down_and_record, 2, dist_url="auto", args=(str(tmp_path),))
     for rank in range(2):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"before": True, "after": False}
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {
+            "before": {"initialized": True, "gloo_threads": True},
+            "after": {"initialized": False, "gloo_threads": []},
+        }
 
 
 def test_two_cpu_processes_train_identical_weights(

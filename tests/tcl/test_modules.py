@@ -11,6 +11,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from ovseg_d2.engine import shutdown_distributed
 from ovseg_d2.inference import InferencePolicy, run_inference
 from ovseg_d2.inference.pamr import PAMR
 from ovseg_d2.projects.tcl import TCL, text_grounded_info_nce
@@ -113,20 +114,18 @@ def _loss_worker(rank: int, world: int, init_file: Path, pooled: torch.Tensor, t
         official = text_grounded_info_nce(local_pooled, local_text, 7.0, official_multi_gpu_text_side=True)
         result = {"loss": loss.detach(), "pooled": local_pooled.grad, "text": local_text.grad, "official": official}
         torch.save({k: v.detach() for k, v in result.items()}, f"{out}.{rank}")
-        torch.distributed.barrier()
     finally:
-        torch.distributed.destroy_process_group()
+        shutdown_distributed()
 
 
 @pytest.mark.timeout(300)
-def test_feature_loss_in_two_processes_equals_one_process(tmp_path, monkeypatch):
+def test_feature_loss_in_two_processes_equals_one_process(tmp_path):
     torch.manual_seed(0)
     pooled, text = torch.randn(4, 4, 8), torch.randn(4, 8)
     p, t = pooled.clone().requires_grad_(True), text.clone().requires_grad_(True)
     single = text_grounded_info_nce(p, t, 7.0)
     single.backward()
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[__name__.count(".")]))
     mp.spawn(_loss_worker, args=(2, tmp_path / "init", pooled, text, tmp_path / "rank"), nprocs=2)
     ranks = [torch.load(f"{tmp_path / 'rank'}.{r}", weights_only=True) for r in range(2)]
     # DDP averages gradients over ranks: the mean of the rank losses and their gradients / world
