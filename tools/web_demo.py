@@ -11,11 +11,10 @@ image's pixels each class takes, largest first. "min score" leaves pixels whose 
 below it unlabeled (0: off; see tools/demo.py --min-score).
 
 Models: every trained stage under --runs (default output/demo, where `make demo` writes; searched
-recursively) leaves a `run.json` = {"name", "config" (LazyConfig, relative to the repository or
-absolute), "overrides" (key=value list), "weights" (checkpoint, or null: training-free), "dataset"};
-each is one choice. `--config FILE --weights FILE [key=value ...]` adds any config and checkpoint (real
-models; `--weights none`: the weights the config builds; no --weights: its train.init_checkpoint) as
-the first choice. Models are built when first used and kept (the last few). When --runs holds a toy
+recursively) leaves a `run.json` (ovseg_d2.engine.run_record: name, config, overrides, checkpoint or
+null for training-free, dataset); each is one choice. `--config FILE --weights FILE [key=value ...]`
+adds any config and checkpoint (real models; `--weights none`: the weights the config builds; no
+--weights: its train.init_checkpoint) as the first choice. Models are built when first used and kept (the last few). When --runs holds a toy
 world (`toy_world/`) and DETECTRON2_DATASETS is unset, the toy datasets resolve to it.
 
 Mistakes (no classes, a class named twice, an upload that is not an image, a missing checkpoint, a
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
@@ -45,11 +43,9 @@ import ovseg_d2.data  # noqa: E402,F401  (registers the datasets)
 from ovseg_d2.checkpoint import NO_WEIGHTS  # noqa: E402
 from ovseg_d2.engine import OpenVocabPredictor, load_config  # noqa: E402
 from ovseg_d2.engine.demo_output import segment_image  # noqa: E402
+from ovseg_d2.engine.run_record import RUN_RECORD_FILE, RunRecord  # noqa: E402
 from ovseg_d2.modeling import Vocabulary  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-RUN_RECORD = "run.json"
-RUN_KEYS = ("name", "config", "overrides", "weights", "dataset")
 AREA_HEADERS = ["class", "% of pixels"]
 MODELS_KEPT = 4  # built models kept in memory; the least recently used one is dropped beyond that
 logger = logging.getLogger("ovseg_d2.web_demo")
@@ -74,38 +70,23 @@ class ModelChoice:
         return "  \n".join(lines)
 
 
-def read_run_record(path: Path, runs: Path) -> ModelChoice:
-    """The ModelChoice of a `run.json` (see the module docstring); ValueError naming the file if it is
-    not one."""
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable JSON run record ({err})") from err
-    missing = [key for key in RUN_KEYS if not isinstance(record, dict) or key not in record]
-    if missing:
-        raise ValueError(f"{path}: run record without {missing} (expected keys {list(RUN_KEYS)})")
-    if not isinstance(record["overrides"], list):
-        raise ValueError(f"{path}: 'overrides' must be a list of key=value strings, not {record['overrides']!r}")
-    config = Path(record["config"])
-    folder = path.parent.relative_to(runs).as_posix()
-    return ModelChoice(
-        label=f"{record['name']} ({folder})",
-        config=config if config.is_absolute() else REPO / config,
-        overrides=tuple(str(o) for o in record["overrides"]),
-        weights=NO_WEIGHTS if record["weights"] is None else str(record["weights"]),
-        dataset=record["dataset"],
-    )
-
-
 def discover_runs(runs: Path) -> list[ModelChoice]:
     """A ModelChoice per `run.json` under `runs` (recursively, sorted by path); malformed records are
     logged and skipped so that one broken run does not hide the others."""
     choices = []
-    for path in sorted(runs.rglob(RUN_RECORD)):
+    for path in sorted(runs.rglob(RUN_RECORD_FILE)):
         try:
-            choices.append(read_run_record(path, runs))
+            record = RunRecord.read(path)
         except ValueError as err:
             logger.warning("skipping %s", err)
+            continue
+        choices.append(ModelChoice(
+            label=f"{record.name} ({path.parent.relative_to(runs).as_posix()})",
+            config=record.config,
+            overrides=record.overrides,
+            weights=NO_WEIGHTS if record.weights is None else str(record.weights),
+            dataset=record.dataset,
+        ))
     return choices
 
 
@@ -217,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("DETECTRON2_DATASETS", str(runs))
     choices = model_choices(args)
     if not choices:
-        print(f"no model: no {RUN_RECORD} under {runs} (run `make demo` first) and no --config", file=sys.stderr)
+        print(f"no model: no {RUN_RECORD_FILE} under {runs} (run `make demo` first) and no --config", file=sys.stderr)
         return 2
     logger.info("models: %s", ", ".join(c.label for c in choices))
     # System fonts only: the default theme would fetch Google fonts, which an offline machine cannot.

@@ -1,6 +1,6 @@
 """Stages of the toy-world demo (tools/run_demo.py, `make demo`): baseline evaluation, CAT-Seg
 training and evaluation, overlays. Each stage reuses its cached result in its output folder and, once
-finished, records in its `run.json` how to rebuild its model (ovseg_d2.data.toy.leaderboard.write_run_record).
+finished, records in its `run.json` how to rebuild its model (ovseg_d2.engine.run_record).
 
 Demo orchestration, kept next to the toy world it runs on (not imported by `ovseg_d2.data.toy`)."""
 from __future__ import annotations
@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ovseg_d2.data.mappers import read_image, read_sem_seg
-from ovseg_d2.data.toy.leaderboard import write_run_record
 from ovseg_d2.engine import build_model, do_test, do_train, load_config
+from ovseg_d2.engine.run_record import RunRecord
 from ovseg_d2.utils.visualization import render_segmentation, save_image
 
 REPO = Path(__file__).resolve().parents[3]
@@ -49,9 +49,9 @@ def evaluate_baseline(clip_weights: str, output_dir: Path) -> dict[str, float]:
     cfg = baseline_config(clip_weights, output_dir)
     model = build_model(cfg).eval()
     metrics = _metrics(do_test(cfg, model))
-    write_run_record(
-        output_dir, "dense CLIP baseline (training-free)", BASELINE_CONFIG, baseline_model_overrides(clip_weights), None
-    )
+    RunRecord.of(
+        "dense CLIP baseline (training-free)", BASELINE_CONFIG, baseline_model_overrides(clip_weights), None, VAL_DATASET
+    ).write(output_dir)
     return metrics
 
 
@@ -75,7 +75,7 @@ def train_and_evaluate_catseg(
         model = do_train(load_config(str(CATSEG_CONFIG), overrides + ["dataloader.test_datasets=[]"]))
     model.eval()
     metrics = _metrics(do_test(cfg, model))
-    write_run_record(output_dir, "CAT-Seg", CATSEG_CONFIG, [f"model.clip_weights={clip_weights}"], final)
+    RunRecord.of("CAT-Seg", CATSEG_CONFIG, [f"model.clip_weights={clip_weights}"], final, VAL_DATASET).write(output_dir)
     return model, metrics
 
 

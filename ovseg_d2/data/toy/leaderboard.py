@@ -6,7 +6,7 @@ Discovery: a LazyConfig under configs/ takes part by declaring a top-level `lead
 
 Every stage is cached in the output folder and recognised by its final artefact, written atomically
 once the stage has succeeded: `training.json` (training), `evaluation.json` (evaluation), `run.json`
-(both done; the record tools/web_demo.py lists), `<prepared folder>/_prepared.json` (prerequisites).
+(both done: ovseg_d2.engine.run_record, the record tools/web_demo.py lists), `<prepared folder>/_prepared.json` (prerequisites).
 An interrupted training resumes exactly from its newest intact checkpoint. A failing stage is
 recorded (exception, log path) and the others go on.
 
@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from detectron2.config import LazyConfig
 from omegaconf import OmegaConf
 
+from ...engine.run_record import RunRecord
 from ...utils.atomic import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[3]
@@ -242,20 +243,6 @@ class Context:
             ) from None
 
 
-def write_run_record(
-    folder: Path, name: str, config: Path | str, overrides: Sequence[str], weights: Path | str | None
-) -> None:
-    """`run.json`: how to rebuild a finished stage's model for inference (read by tools/web_demo.py)."""
-    config = Path(config).resolve()
-    write_json_atomic(folder / "run.json", {
-        "name": name,
-        "config": config.relative_to(REPO).as_posix() if config.is_relative_to(REPO) else str(config),
-        "overrides": list(overrides),
-        "weights": None if weights in (None, "none") else str(Path(weights).resolve()),
-        "dataset": VAL_DATASET,
-    })
-
-
 @contextmanager
 def stage_log(path: Path) -> Iterator[None]:
     """Detectron2 / ovseg_d2 / fvcore logs of the stage go to `path` (INFO and up), and its exception
@@ -454,10 +441,9 @@ class Leaderboard:
                 outcome["train_s"] = 0.0 if entry.eval_only else self.train(ctx, seed)
                 outcome.update(self.evaluate(ctx))
                 weights = self.weights(ctx)
-                write_run_record(
-                    ctx.run_dir, entry.name, REPO / entry.config, self.config_overrides(ctx),
-                    None if weights == "none" else weights,
-                )
+                RunRecord.of(
+                    entry.name, REPO / entry.config, self.config_overrides(ctx), weights, VAL_DATASET
+                ).write(ctx.run_dir)
         except Exception as error:  # noqa: BLE001  a failing method must not sink the others
             outcome["error"] = last_line(error)
         outcome["train_s_chain"] = outcome.get("train_s", 0.0) + (parent or {}).get("train_s_chain", 0.0)
@@ -615,5 +601,5 @@ def any_failed(rows: Iterable[dict[str, Any]]) -> bool:
 
 __all__ = [
     "Entry", "Leaderboard", "Options", "Prepare", "any_failed", "build_rows", "discover", "parse_entry",
-    "select", "spread", "to_markdown", "write_report", "write_run_record",
+    "select", "spread", "to_markdown", "write_report",
 ]
