@@ -6,6 +6,7 @@ CPU training (tests, CI, laptops) needs `device_ids=None` there.
 """
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from detectron2.utils import comm
@@ -45,13 +46,15 @@ def shutdown_distributed() -> None:
     torn down during interpreter finalization, and a rank can then abort with "terminate called
     without an active exception" (SIGABRT) after a finished run. `destroy_process_group` alone is
     not enough: `detectron2.utils.comm` keeps two references of its own (see
-    `_release_detectron2_groups`).
+    `_release_detectron2_groups`), and a finished training run leaves garbage cycles that still
+    reach the group (the trainer and its DDP-wrapped model), freed here by a garbage collection.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
     comm.synchronize()
     dist.destroy_process_group()
     _release_detectron2_groups()
+    gc.collect()
 
 
 def _release_detectron2_groups() -> None:

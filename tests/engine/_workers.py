@@ -2,6 +2,7 @@
 name, so they live in a plain module that the children can import)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -13,8 +14,10 @@ def train_and_save_weights(config: str, overrides: list[str], out_dir: str) -> N
     from ovseg_d2.engine import do_train, load_config, shutdown_distributed
 
     model = do_train(load_config(config, overrides))
-    torch.save(model.state_dict(), Path(out_dir) / f"rank{comm.get_rank()}.pth")
+    rank = comm.get_rank()
+    torch.save(model.state_dict(), Path(out_dir) / f"rank{rank}.pth")
     shutdown_distributed()
+    (Path(out_dir) / f"rank{rank}_gloo_threads.json").write_text(json.dumps(gloo_threads()))
 
 
 def gloo_threads() -> list[str]:
@@ -27,8 +30,6 @@ def gloo_threads() -> list[str]:
 def shut_down_and_record(out_dir: str) -> None:
     """Record whether the process group and its threads are alive before and after
     `shutdown_distributed`, after a detectron2 all_gather (which caches the group it used)."""
-    import json
-
     from detectron2.utils import comm
     from torch import distributed as dist
 

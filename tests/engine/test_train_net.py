@@ -52,6 +52,9 @@ def test_two_cpu_processes_train_identical_weights(
     assert (tmp_path / "model_final.pth").is_file()
     final = torch.load(tmp_path / "model_final.pth", weights_only=False)["model"]
     torch.testing.assert_close(final["head.0.weight"], rank0["head.0.weight"])
+    # a finished training run (DDP, evaluation, detectron2's gathers) leaves no gloo thread behind
+    for rank in range(2):
+        assert json.loads((tmp_path / f"rank{rank}_gloo_threads.json").read_text()) == [], rank
 
 
 def _run_train_net(args: list[str], env: dict[str, str], stdout=subprocess.PIPE) -> subprocess.Popen:
