@@ -14,8 +14,9 @@ Models: every trained stage under --runs (default output/demo, where `make demo`
 recursively) leaves a `run.json` (ovseg_d2.engine.run_record: name, config, overrides, checkpoint or
 null for training-free, dataset); each is one choice. `--config FILE --weights FILE [key=value ...]`
 adds any config and checkpoint (real models; `--weights none`: the weights the config builds; no
---weights: its train.init_checkpoint) as the first choice. Models are built when first used and kept (the last few). When --runs holds a toy
-world (`toy_world/`) and DETECTRON2_DATASETS is unset, the toy datasets resolve to it.
+--weights: its train.init_checkpoint) as the first choice. Models are built when first used and kept
+(the last few). When --runs holds a toy world (`toy_world/`) and DETECTRON2_DATASETS is unset, the toy
+datasets resolve to it.
 
 Mistakes (no classes, a class named twice, an upload that is not an image, a missing checkpoint, a
 broken config) are shown in the page; the server log keeps the traceback of unexpected errors.

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..utils.atomic import write_json_atomic
+from ..utils.repo_paths import from_repo, repo_relative
 
 RUN_RECORD_FILE = "run.json"
-REPO = Path(__file__).resolve().parents[2]
 _KEYS = ("name", "config", "overrides", "weights", "dataset")
 
 
@@ -46,11 +46,10 @@ class RunRecord:
 
     def write(self, folder: Path) -> Path:
         """Write `folder/run.json` atomically (a reader never sees half a record); returns its path."""
-        config = self.config.relative_to(REPO).as_posix() if self.config.is_relative_to(REPO) else str(self.config)
         path = folder / RUN_RECORD_FILE
         write_json_atomic(path, {
             "name": self.name,
-            "config": config,
+            "config": repo_relative(self.config),
             "overrides": list(self.overrides),
             "weights": None if self.weights is None else str(self.weights),
             "dataset": self.dataset,
@@ -69,10 +68,9 @@ class RunRecord:
             raise ValueError(f"{path}: run record without {missing} (expected keys {list(_KEYS)})")
         if not isinstance(record["overrides"], list):
             raise ValueError(f"{path}: 'overrides' must be a list of key=value strings, not {record['overrides']!r}")
-        config = Path(record["config"])
         return cls(
             name=str(record["name"]),
-            config=config if config.is_absolute() else REPO / config,
+            config=from_repo(record["config"]),
             overrides=tuple(str(o) for o in record["overrides"]),
             weights=None if record["weights"] is None else Path(record["weights"]),
             dataset=record["dataset"],

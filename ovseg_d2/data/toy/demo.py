@@ -19,11 +19,11 @@ from torch import nn
 from ovseg_d2.data.mappers import read_image, read_sem_seg
 from ovseg_d2.engine import build_model, do_test, do_train, load_config
 from ovseg_d2.engine.run_record import RunRecord
+from ovseg_d2.utils.repo_paths import REPO_ROOT
 from ovseg_d2.utils.visualization import render_segmentation, save_image
 
-REPO = Path(__file__).resolve().parents[3]
-BASELINE_CONFIG = REPO / "configs/toy/dense_baseline.py"
-CATSEG_CONFIG = REPO / "configs/catseg/catseg_toy.py"
+BASELINE_CONFIG = REPO_ROOT / "configs/toy/dense_baseline.py"
+CATSEG_CONFIG = REPO_ROOT / "configs/catseg/catseg_toy.py"
 VAL_DATASET = "toy_val"
 METRICS = ("mIoU", "mIoU-seen", "mIoU-unseen", "hIoU", "pACC")
 

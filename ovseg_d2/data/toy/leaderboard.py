@@ -6,7 +6,8 @@ Discovery: a LazyConfig under configs/ takes part by declaring a top-level `lead
 
 Every stage is cached in the output folder and recognised by its final artefact, written atomically
 once the stage has succeeded: `training.json` (training), `evaluation.json` (evaluation), `run.json`
-(both done: ovseg_d2.engine.run_record, the record tools/web_demo.py lists), `<prepared folder>/_prepared.json` (prerequisites).
+(both done: ovseg_d2.engine.run_record, the record tools/web_demo.py lists), `<prepared
+folder>/_prepared.json` (prerequisites).
 An interrupted training resumes exactly from its newest intact checkpoint. A failing stage is
 recorded (exception, log path) and the others go on.
 
@@ -36,8 +37,8 @@ from omegaconf import OmegaConf
 
 from ...engine.run_record import RunRecord
 from ...utils.atomic import write_json_atomic
+from ...utils.repo_paths import REPO_ROOT, from_repo, repo_relative
 
-REPO = Path(__file__).resolve().parents[3]
 VAL_DATASET = "toy_val"
 METRICS = ("mIoU", "mIoU-seen", "mIoU-unseen", "hIoU")
 # Only files that mention the declaration are loaded (loading every paper config would import every project).
@@ -104,13 +105,12 @@ KNOWN_KEYS = {"name", "trained_on", "overrides", "after", "checkpoint", "prepare
 
 def config_id(path: str | Path, config_root: Path) -> str:
     """`configs/catseg/catseg_toy.py` -> `catseg/catseg_toy` (a path relative to the repository or absolute)."""
-    path = Path(path) if Path(path).is_absolute() else REPO / path
-    return path.relative_to(config_root).with_suffix("").as_posix()
+    return from_repo(path).relative_to(config_root).with_suffix("").as_posix()
 
 
-def parse_entry(path: Path, declaration: dict[str, Any], config_root: Path = REPO / "configs") -> Entry:
+def parse_entry(path: Path, declaration: dict[str, Any], config_root: Path = REPO_ROOT / "configs") -> Entry:
     """The `leaderboard` dict of the config `path` as an :class:`Entry`; unknown or missing keys are an error."""
-    config = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
+    config = repo_relative(path)
     declaration = dict(declaration)
     unknown = set(declaration) - KNOWN_KEYS
     if unknown:
@@ -129,7 +129,7 @@ def parse_entry(path: Path, declaration: dict[str, Any], config_root: Path = REP
     )
 
 
-def discover(config_root: Path = REPO / "configs") -> dict[str, Entry]:
+def discover(config_root: Path = REPO_ROOT / "configs") -> dict[str, Entry]:
     """Every config under `config_root` that declares a top-level `leaderboard`, by id, in dependency
     order (a stage after the one it starts from; reference rows first). `after` names a config path
     relative to the repository."""
@@ -206,7 +206,7 @@ def uses_seed(entry: Entry, entries: dict[str, Entry]) -> bool:
 @functools.cache
 def configured_max_iter(config: str) -> int:
     """`train.max_iter` of the config (a path relative to the repository); loaded once per config."""
-    return int(LazyConfig.load(str(REPO / config)).train.max_iter)
+    return int(LazyConfig.load(str(REPO_ROOT / config)).train.max_iter)
 
 
 def run_key(entry: Entry, entries: dict[str, Entry], clip_seed: int, seed: int) -> str:
@@ -290,7 +290,7 @@ class Leaderboard:
         run_dir = self.output / "runs" / entry.id / run_key(entry, self.entries, clip_seed, seed)
         parent_dir = None
         values = {
-            "repo": str(REPO), "python": sys.executable, "datasets": str(self.output), "world": str(self.world),
+            "repo": str(REPO_ROOT), "python": sys.executable, "datasets": str(self.output), "world": str(self.world),
             "clip_dir": str(self.clip_dir(clip_seed)), "clip_weights": str(self.clip_dir(clip_seed) / "tiny_clip.pt"),
             "run_dir": str(run_dir),
         }
@@ -352,7 +352,7 @@ class Leaderboard:
         if ctx.entry.after is not None:
             overrides.append(f"train.init_checkpoint={ctx.values['parent_checkpoint']}")
         start = time.perf_counter()
-        do_train(load_config(str(REPO / ctx.entry.config), overrides), resume=True)
+        do_train(load_config(str(REPO_ROOT / ctx.entry.config), overrides), resume=True)
         seconds = round(time.perf_counter() - start, 1)
         write_json_atomic(marker, {"seconds": seconds, "max_iter": self.max_iter(ctx.entry), "seed": seed})
         return seconds
@@ -361,7 +361,7 @@ class Leaderboard:
         """The checkpoint evaluated: the stage's final one, or an eval-only stage's `train.init_checkpoint`."""
         if not ctx.entry.eval_only:
             return str(ctx.run_dir / FINAL_CHECKPOINT)
-        cfg = LazyConfig.load(str(REPO / ctx.entry.config))
+        cfg = LazyConfig.load(str(REPO_ROOT / ctx.entry.config))
         init = LazyConfig.apply_overrides(cfg, self.config_overrides(ctx)).train.init_checkpoint
         return init or "none"
 
@@ -380,7 +380,7 @@ class Leaderboard:
             f"train.output_dir={ctx.run_dir}", f"train.device={self.options.device}",
             f"dataloader.test_datasets=[{VAL_DATASET}]",
         ]
-        cfg = load_config(str(REPO / ctx.entry.config), overrides)
+        cfg = load_config(str(REPO_ROOT / ctx.entry.config), overrides)
         model = build_model(cfg)
         if weights != "none":
             load_model_weights(model, weights, strict=True)
@@ -409,7 +409,9 @@ class Leaderboard:
             with (ctx.run_dir / "stage.log").open("a") as log:
                 log.write(f"$ {' '.join(command)}\n")
                 log.flush()
-                done = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+                done = subprocess.run(
+                    command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
+                )
             if done.returncode != 0:
                 raise RuntimeError(f"prerequisite `{' '.join(command)}` exited with status {done.returncode}")
             seconds = round(time.perf_counter() - start, 1)
@@ -442,7 +444,7 @@ class Leaderboard:
                 outcome.update(self.evaluate(ctx))
                 weights = self.weights(ctx)
                 RunRecord.of(
-                    entry.name, REPO / entry.config, self.config_overrides(ctx), weights, VAL_DATASET
+                    entry.name, REPO_ROOT / entry.config, self.config_overrides(ctx), weights, VAL_DATASET
                 ).write(ctx.run_dir)
         except Exception as error:  # noqa: BLE001  a failing method must not sink the others
             outcome["error"] = last_line(error)
@@ -566,9 +568,9 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
     commit = done.stdout.strip() if done.returncode == 0 else "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
                            capture_output=True, text=True).stdout.strip()
     return commit + (" (with uncommitted changes)" if dirty else "")
 
