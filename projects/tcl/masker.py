@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fast_conv import upsampled_conv3x3, winograd_conv3x3_
+
 
 class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over the channels of every pixel of a (B, C, H, W) map."""
@@ -30,13 +32,23 @@ class GatedConvBlock(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.gate = nn.Parameter(torch.zeros(()))
 
+    def _pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.norm(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In place on the fresh conv output: one full-resolution tensor less (autograd keeps what it needs).
-        return self.conv(F.gelu(self.norm(x))).mul_(self.gate.tanh())
+        return self.conv(self._pre_activation(x)).mul_(self.gate.tanh())
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def residual(self, x: torch.Tensor, overwrite_input: bool = False) -> torch.Tensor:
         """x + forward(x), computed in bands of `band_rows` rows: LN and GELU act per pixel and the conv
-        needs one row of context on each side (zero rows at the border, its padding)."""
+        needs one row of context on each side (zero rows at the border, its padding).
+
+        Without autograd the conv is a Winograd F(2x2, 3x3) (`fast_conv`, 2.25x fewer products), and
+        with `overwrite_input` (the caller no longer needs x) the result is written into x.
+        """
+        if not torch.is_grad_enabled():
+            out = x if overwrite_input else x.clone()
+            return winograd_conv3x3_(out, self._pre_activation, self.conv.weight, self.conv.bias, self.gate.tanh())
         height = x.shape[-2]
         if height <= self.band_rows:
             return self.forward(x).add_(x)
@@ -45,7 +57,7 @@ class GatedConvBlock(nn.Module):
         for top in range(0, height, self.band_rows):
             bottom = min(top + self.band_rows, height)
             above, below = max(top - 1, 0), min(bottom + 1, height)
-            h = F.pad(F.gelu(self.norm(x[:, :, above:below])), (0, 0, 1 - (top - above), 1 - (below - bottom)))
+            h = F.pad(self._pre_activation(x[:, :, above:below]), (0, 0, 1 - (top - above), 1 - (below - bottom)))
             band = F.conv2d(h, self.conv.weight, self.conv.bias, padding=(0, 1))
             out[:, :, top:bottom] = band.mul_(gate).add_(x[:, :, top:bottom])
         return out
@@ -59,9 +71,12 @@ class GatedConvBlock(nn.Module):
         map whose taps are the 3x3 taps summed over the high-resolution pixels that share a
         low-resolution source: along one axis, phase 0 takes (w0, w1 + w2) at offsets (-1, 0), phase 1
         takes (w0 + w1, w2) at offsets (0, +1). The zero padding maps to zero padding. Every phase of
-        nearest_x2(x) is x itself.
+        nearest_x2(x) is x itself. Without autograd the 4 phases share their products
+        (`fast_conv.upsampled_conv3x3`: 9 GEMMs instead of 16).
         """
-        h = F.pad(F.gelu(self.norm(x)), (1, 1, 1, 1))
+        if not torch.is_grad_enabled():
+            return upsampled_conv3x3(x, self._pre_activation, self.conv.weight, self.conv.bias, self.gate.tanh())
+        h = F.pad(self._pre_activation(x), (1, 1, 1, 1))
         gate = self.gate.tanh()
         w = self.conv.weight
         b, _, height, width = x.shape
@@ -90,7 +105,7 @@ class UpsampleResConv(nn.Module):
         self.conv2 = GatedConvBlock(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2.residual(self.conv.upsampled_residual(x))
+        return self.conv2.residual(self.conv.upsampled_residual(x), overwrite_input=True)
 
 
 class GatedUpsampleDecoder(nn.Sequential):

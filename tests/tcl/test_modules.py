@@ -16,7 +16,8 @@ from ovseg_d2.inference import InferencePolicy, run_inference
 from ovseg_d2.inference.pamr import PAMR
 from ovseg_d2.projects.tcl import TCL, text_grounded_info_nce
 from ovseg_d2.projects.tcl.converter import map_official_key
-from ovseg_d2.projects.tcl.masker import GatedUpsampleDecoder
+from ovseg_d2.projects.tcl.fast_conv import upsampled_conv3x3, winograd_conv3x3_
+from ovseg_d2.projects.tcl.masker import ChannelLayerNorm, GatedUpsampleDecoder
 
 
 def _textured(b: int, h: int, w: int) -> torch.Tensor:
@@ -80,11 +81,45 @@ def test_decoder_equals_upsample_then_gated_convs_with_gradients():
     x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
     out, expected = decoder(x), reference(x)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    # Inference takes the shared-product phase convs and Winograd instead, and leaves its input alone.
+    x_before = x.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(decoder(x), expected.detach(), rtol=0, atol=1e-12)
+    assert torch.equal(x, x_before)
     params = list(decoder.parameters())
     grads = torch.autograd.grad(out.square().sum(), params)
     expected_grads = torch.autograd.grad(expected.square().sum(), params)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("height, width, band_rows", [(3, 5, 8), (6, 7, 2), (7, 9, 4), (12, 12, 8), (13, 6, 4)])
+def test_inference_convs_equal_the_direct_convs(height: int, width: int, band_rows: int):
+    """Both rewrites against F.conv2d in float64: odd and even maps, one band or several, a last band
+    shorter than the others."""
+    torch.manual_seed(0)
+    channels = 6
+    x = torch.randn(2, channels, height, width, dtype=torch.float64)
+    weight = torch.randn(channels, channels, 3, 3, dtype=torch.float64)
+    bias, gate = torch.randn(channels, dtype=torch.float64), torch.tensor(0.37, dtype=torch.float64)
+    norm = ChannelLayerNorm(channels).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+
+        def pre(t: torch.Tensor) -> torch.Tensor:
+            return F.gelu(norm(t))
+
+        up = F.interpolate(x, scale_factor=2, mode="nearest")
+        expected_up = up + gate * F.conv2d(pre(up), weight, bias, padding=1)
+        got_up = upsampled_conv3x3(x, pre, weight, bias, gate, band_rows=band_rows)
+        torch.testing.assert_close(got_up, expected_up, rtol=0, atol=1e-12)
+
+        expected = x + gate * F.conv2d(pre(x), weight, bias, padding=1)
+        buffer = x.clone()
+        assert winograd_conv3x3_(buffer, pre, weight, bias, gate, band_rows=band_rows) is buffer
+        torch.testing.assert_close(buffer, expected, rtol=0, atol=1e-12)
+        with pytest.raises(ValueError, match="even"):
+            winograd_conv3x3_(x.clone(), pre, weight, bias, gate, band_rows=3)
 
 
 def test_fresh_masker_is_clip_last_block_and_nearest_upsampling():
