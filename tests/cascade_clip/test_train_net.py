@@ -68,7 +68,7 @@ def test_inductive_then_transductive_training_in_two_processes(
 def test_eval_only_scores_the_zero_shot_benchmarks(benchmark_root: Path, tmp_path: Path) -> None:
     out = e2e.run_train_net(
         "configs/cascade_clip/cascade_clip_vitb16_512_coco171.py",
-        ["--eval-only", "train.init_checkpoint=none",
+        ["--eval-only", "train.init_checkpoint=none", "train.seed=0",
          "model.clip_model=tiny-cascade-clip", "model.text_classifier=null",  # live text, tiny tower
          f"dataloader.test_datasets=[{','.join(EVAL_DATASETS)}]", "dataloader.test.num_workers=0"],
         datasets_root=benchmark_root, output_dir=tmp_path,

@@ -67,7 +67,7 @@ def test_eval_only_reports_every_benchmark(
 ) -> None:
     out = e2e.run_train_net(
         CONFIG,
-        ["--eval-only", "train.init_checkpoint=none",  # random weights
+        ["--eval-only", "train.init_checkpoint=none", "train.seed=0",  # random weights, drawn the same every run
          f"dataloader.test_datasets=[{','.join(EVAL_DATASETS)}]"],
         datasets_root=benchmark_root, output_dir=tmp_path,
     )

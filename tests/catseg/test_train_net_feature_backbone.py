@@ -42,7 +42,7 @@ def test_feature_backbone_trains_in_two_cpu_processes(toy_datasets_root: Path, t
 def test_feature_backbone_eval_only_reports_every_benchmark(benchmark_root: Path, tmp_path: Path) -> None:
     out = e2e.run_train_net(
         CONFIG,
-        ["--eval-only", "train.init_checkpoint=none", f"dataloader.test_datasets=[{','.join(EVAL_DATASETS)}]"],
+        ["--eval-only", "train.init_checkpoint=none", "train.seed=0", f"dataloader.test_datasets=[{','.join(EVAL_DATASETS)}]"],
         datasets_root=benchmark_root, output_dir=tmp_path,
     )
     for name in EVAL_DATASETS:

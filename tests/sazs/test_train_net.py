@@ -65,7 +65,7 @@ def test_eval_only_scores_every_fold(fewshot_root: Path, tmp_path: Path) -> None
     out = e2e.run_train_net(
         CONFIG,
         ["--eval-only", "--num-gpus", "2",  # episodes split over 2 processes, sums gathered
-         "train.init_checkpoint=none"],
+         "train.init_checkpoint=none", "train.seed=0"],
         datasets_root=fewshot_root, output_dir=tmp_path,
     )
     e2e.assert_evaluated_in_order(out, FOLDS)
