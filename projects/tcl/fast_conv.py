@@ -1,4 +1,4 @@
-"""Fewer multiplications for the decoder's 3x3 convolutions at inference (no autograd graph).
+"""Fewer multiplications for the decoder's 3x3 convolutions at CPU inference (no autograd graph).
 
 The gated decoder's convolutions (768 -> 768 channels, 3x3) at 56x56 and 112x112 are most of TCL's
 test-time compute besides the ViT. Two exact rewrites cut their multiplications:
@@ -13,8 +13,8 @@ test-time compute besides the ViT. Two exact rewrites cut their multiplications:
 Both work on row bands, reusing one workspace, so that their transformed inputs stay small (the
 decoder's memory peak stays below the direct convs'), and write `x + gate * (conv + bias)` straight
 into the output; the kernels are transformed once per call and pre-scaled by the gate. Results equal
-`F.conv2d` to float rounding (tests/tcl/test_modules.py, float64). Training keeps the direct convs,
-whose autograd saves far less.
+`F.conv2d` to float rounding (tests/tcl/test_modules.py, float64). Training and GPUs keep the direct convs
+(`masker.GatedConvBlock._fewer_products` says why).
 """
 
 from __future__ import annotations

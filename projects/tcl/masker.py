@@ -35,6 +35,13 @@ class GatedConvBlock(nn.Module):
     def _pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(self.norm(x))
 
+    @staticmethod
+    def _fewer_products(x: torch.Tensor) -> bool:
+        """The `fast_conv` rewrites serve CPU inference. Training keeps the direct convs (far less saved
+        for backward); so does a GPU, where cuDNN has its own fast algorithms and the bands' many small
+        kernels would cost launches (not measured: no GPU here)."""
+        return not torch.is_grad_enabled() and x.device.type == "cpu"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In place on the fresh conv output: one full-resolution tensor less (autograd keeps what it needs).
         return self.conv(self._pre_activation(x)).mul_(self.gate.tanh())
@@ -43,10 +50,10 @@ class GatedConvBlock(nn.Module):
         """x + forward(x), computed in bands of `band_rows` rows: LN and GELU act per pixel and the conv
         needs one row of context on each side (zero rows at the border, its padding).
 
-        Without autograd the conv is a Winograd F(2x2, 3x3) (`fast_conv`, 2.25x fewer products), and
+        At CPU inference the conv is a Winograd F(2x2, 3x3) (`fast_conv`, 2.25x fewer products), and
         with `overwrite_input` (the caller no longer needs x) the result is written into x.
         """
-        if not torch.is_grad_enabled():
+        if self._fewer_products(x):
             out = x if overwrite_input else x.clone()
             return winograd_conv3x3_(out, self._pre_activation, self.conv.weight, self.conv.bias, self.gate.tanh())
         height = x.shape[-2]
@@ -71,10 +78,10 @@ class GatedConvBlock(nn.Module):
         map whose taps are the 3x3 taps summed over the high-resolution pixels that share a
         low-resolution source: along one axis, phase 0 takes (w0, w1 + w2) at offsets (-1, 0), phase 1
         takes (w0 + w1, w2) at offsets (0, +1). The zero padding maps to zero padding. Every phase of
-        nearest_x2(x) is x itself. Without autograd the 4 phases share their products
+        nearest_x2(x) is x itself. At CPU inference the 4 phases share their products
         (`fast_conv.upsampled_conv3x3`: 9 GEMMs instead of 16).
         """
-        if not torch.is_grad_enabled():
+        if self._fewer_products(x):
             return upsampled_conv3x3(x, self._pre_activation, self.conv.weight, self.conv.bias, self.gate.tanh())
         h = F.pad(self._pre_activation(x), (1, 1, 1, 1))
         gate = self.gate.tanh()
