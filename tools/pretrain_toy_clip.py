@@ -12,7 +12,8 @@
      were made: --pretrain --ship --clip-seed N, on the default world);
 3. load it with `ovseg_d2.clip.build_clip(configs/toy/tiny_clip.json, weights=...)`, as every method
    will, and report zero-shot image-to-text retrieval over the 30 class prompts on the held-out
-   single-object images: top-1, shape and colour accuracy (OUTPUT/retrieval.json).
+   single-object images: top-1, shape and colour accuracy (OUTPUT/retrieval.json), and the shape-swap
+   test on train and val images (`evaluate_shape_swap`: learnt vs memorised shape).
 
   python tools/pretrain_toy_clip.py --output output/toy                       # shipped seed-0 weights
   python tools/pretrain_toy_clip.py --output output/toy --pretrain --clip-seed 1
@@ -31,7 +32,7 @@ from pathlib import Path
 from ovseg_d2.checkpoint import load_checkpoint_file
 from ovseg_d2.clip import build_clip, get_tokenizer
 from ovseg_d2.data.toy import ToyWorldConfig, ToyWorldLayout, generate_toy_world, read_meta
-from ovseg_d2.data.toy.retrieval import class_prompts, evaluate_retrieval
+from ovseg_d2.data.toy.retrieval import class_prompts, evaluate_retrieval, evaluate_shape_swap
 from ovseg_d2.data.toy.shipped_clip import (
     compact_state_dict,
     expand_shipped_weights,
@@ -115,11 +116,14 @@ def main() -> None:
 
     start = time.perf_counter()
     clip = build_clip(CLIP_CONFIG, weights=weights)
-    result = evaluate_retrieval(clip, get_tokenizer(CLIP_CONFIG), world)
+    tokenizer = get_tokenizer(CLIP_CONFIG)
+    result = evaluate_retrieval(clip, tokenizer, world)
+    # learnt vs memorised shape: the swap test on train images against held-out val images
+    shape_swap = {split: evaluate_shape_swap(clip, tokenizer, world, split) for split in ("train", "val")}
     timings["retrieval_s"] = time.perf_counter() - start
 
     report = {"weights": str(weights), "clip_seed": args.clip_seed, "source": source,
-              "retrieval": result, "timings": timings}
+              "retrieval": result, "shape_swap": shape_swap, "timings": timings}
     (output / "retrieval.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 

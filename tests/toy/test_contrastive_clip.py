@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +18,8 @@ from torch import nn
 from ovseg_d2.clip import build_clip
 from ovseg_d2.data.toy import CLASS_NAMES, SHAPES, UNSEEN_CLASS_IDS
 from ovseg_d2.data.toy.captions import AttributeSwap
-from ovseg_d2.data.toy.retrieval import evaluate_retrieval
+from ovseg_d2.data.toy.generate import ToyWorldLayout, read_meta
+from ovseg_d2.data.toy.retrieval import evaluate_retrieval, evaluate_shape_swap
 from ovseg_d2.modeling.contrastive_clip import ContrastiveCLIP, export_clip_checkpoint
 
 MICRO_CLIP = {
@@ -118,6 +120,47 @@ def test_retrieval_report_scores_seen_unseen_shape_and_colour(toy_root: Path, to
     assert result["shape"] == pytest.approx(100 * 24 / 30)
     assert result["colour"] == pytest.approx(100 * 29 / 30)
     assert result["chance"] == pytest.approx(100 / 30) and result["num_images"] == 30
+
+
+class _ShapeCountCLIP(nn.Module):
+    """A stand-in CLIP in shape space: a text embeds as its count of each singular shape word; image
+    k embeds as the caption of record k (`sees_shape`) or as zeros (shape-blind). Tokens index `texts`."""
+
+    def __init__(self, captions: list[str], sees_shape: bool) -> None:
+        super().__init__()
+        self.visual = SimpleNamespace(image_size=16)
+        self.anchor = nn.Parameter(torch.zeros(()))
+        self.captions, self.sees_shape, self.seen, self.texts = captions, sees_shape, 0, []
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        self.texts.extend(texts)
+        return torch.arange(len(self.texts) - len(texts), len(self.texts))
+
+    @staticmethod
+    def _counts(texts: list[str]) -> torch.Tensor:
+        return torch.tensor([[float(len(re.findall(rf"\b{shape}\b", t))) for shape in SHAPES] for t in texts])
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool) -> torch.Tensor:
+        return F.normalize(self._counts([self.texts[i] for i in tokens.tolist()]), dim=-1)
+
+    def encode_image(self, images: torch.Tensor, normalize: bool) -> torch.Tensor:
+        captions = self.captions[self.seen:self.seen + len(images)]
+        self.seen += len(images)
+        counts = self._counts(captions)
+        return F.normalize(counts, dim=-1) if self.sees_shape else torch.zeros_like(counts)
+
+
+@pytest.mark.parametrize("sees_shape", [True, False])
+def test_shape_swap_test_scores_an_image_that_sees_shape_and_one_that_does_not(toy_root: Path, sees_shape: bool):
+    """An image that embeds its caption's shapes prefers its caption to every shape-swapped copy; a
+    shape-blind one (all scores 0) never does, neither through the mean image."""
+    captions = [r["caption"] for r in read_meta(ToyWorldLayout(toy_root), "train")]
+    clip = _ShapeCountCLIP(captions, sees_shape)
+    result = evaluate_shape_swap(clip, clip.tokenize, toy_root, "train", negatives=3, batch_size=5)
+    assert result["num_images"] == len(captions) and result["chance"] == 25.0
+    assert result["image"] == (100.0 if sees_shape else 0.0)
+    if not sees_shape:
+        assert result["mean_image"] == 0.0
 
 
 def test_pretrain_config_trains_and_exports(registered_toy_root: Path, tmp_path: Path) -> None:

@@ -94,13 +94,14 @@ def make_caption(
 class AttributeSwap:
     """Hard negatives of a caption: `count` copies, each with one occurrence of a `words` word (a
     shape, by default) replaced by another word of `words` ("a red circle and a blue star" -> "a red
-    square and a blue star"). Random choices come from Python's `random`, which the trainer seeds.
-    Used as `ContrastiveCLIP(text_negatives=AttributeSwap())`."""
+    square and a blue star"). Random choices come from `rng`, by default Python's `random`, which the
+    trainer seeds. Used as `ContrastiveCLIP(text_negatives=AttributeSwap())`."""
 
-    def __init__(self, words: Sequence[str] = SHAPES, count: int = 1) -> None:
+    def __init__(self, words: Sequence[str] = SHAPES, count: int = 1, rng: random.Random | None = None) -> None:
         if len(set(words)) < 2 or count < 1:
             raise ValueError(f"need >= 2 distinct words and count >= 1, got words={list(words)}, count={count}")
         self.words, self.count = tuple(words), count
+        self._random = rng if rng is not None else random
         self._pattern = re.compile(r"\b(" + "|".join(map(re.escape, self.words)) + r")\b")
 
     def __call__(self, caption: str) -> list[str]:
@@ -109,7 +110,7 @@ class AttributeSwap:
             raise ValueError(f"caption {caption!r} names none of {list(self.words)}: no hard negative to make")
         negatives = []
         for _ in range(self.count):
-            m = random.choice(matches)
-            other = random.choice([w for w in self.words if w != m.group()])
+            m = self._random.choice(matches)
+            other = self._random.choice([w for w in self.words if w != m.group()])
             negatives.append(caption[:m.start()] + other + caption[m.end():])
         return negatives
