@@ -32,6 +32,34 @@ def class_prompts(names: Sequence[str] = CLASS_NAMES) -> list[str]:
     return [f"a photo of {article(n)}" for n in names]
 
 
+def _encode_images(
+    clip: nn.Module,
+    root: str | os.PathLike,
+    records: list[dict],
+    batch_size: int,
+    pixel_mean: Sequence[float],
+    pixel_std: Sequence[float],
+    progress: bool = False,
+    desc: str = "images",
+) -> torch.Tensor:
+    """The normalised CLIP image embeddings of `records` (their `file_name` under the world `root`),
+    loaded as the test mapper loads them, in order and in batches: (N, E)."""
+    device = next(clip.parameters()).device
+    size = clip.visual.image_size
+    mapper = ImageTextMapper(size if isinstance(size, int) else size[0], is_train=False)
+    folder = ToyWorldLayout(root).root
+    mean = torch.tensor(pixel_mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(pixel_std, device=device).view(1, 3, 1, 1)
+    embeddings = []
+    for start in tqdm(range(0, len(records), batch_size), desc=desc, disable=not progress):
+        pixels = torch.stack([
+            mapper({"file_name": str(folder / r["file_name"]), "caption": r["caption"]})["image"]
+            for r in records[start:start + batch_size]
+        ])
+        embeddings.append(clip.encode_image((pixels.to(device, torch.float32) - mean) / std, normalize=True))
+    return torch.cat(embeddings)
+
+
 @torch.no_grad()
 def evaluate_retrieval(
     clip: nn.Module,
@@ -48,25 +76,11 @@ def evaluate_retrieval(
     image's shape / colour; `chance` (of top-1) for reference."""
     clip.eval()
     device = next(clip.parameters()).device
-    size = clip.visual.image_size
-    mapper = ImageTextMapper(size if isinstance(size, int) else size[0], is_train=False)
-    layout = ToyWorldLayout(root)
-    records = read_meta(layout, "retrieval")
-    mean = torch.tensor(pixel_mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(pixel_std, device=device).view(1, 3, 1, 1)
-
+    records = read_meta(ToyWorldLayout(root), "retrieval")
     text = clip.encode_text(tokenizer(class_prompts()).to(device), normalize=True)
+    image = _encode_images(clip, root, records, batch_size, pixel_mean, pixel_std, progress, "retrieval")
     labels = np.array([r["objects"][0]["class_id"] for r in records])
-    predictions = []
-    for start in tqdm(range(0, len(records), batch_size), desc="retrieval", disable=not progress):
-        batch = [
-            mapper({"file_name": str(layout.root / r["file_name"]), "caption": r["caption"]})["image"]
-            for r in records[start:start + batch_size]
-        ]
-        images = (torch.stack(batch).to(device, torch.float32) - mean) / std
-        image = clip.encode_image(images, normalize=True)
-        predictions.append((image @ text.T).argmax(dim=1).cpu().numpy())
-    predicted = np.concatenate(predictions)
+    predicted = (image @ text.T).argmax(dim=1).cpu().numpy()
     correct = predicted == labels
     unseen = np.isin(labels, UNSEEN_CLASS_IDS)
     same_shape = [CLASSES[p].shape == CLASSES[t].shape for p, t in zip(predicted, labels)]
@@ -102,25 +116,16 @@ def evaluate_shape_swap(
     images (what the captions alone give away); `chance` = 100 / (negatives + 1)."""
     clip.eval()
     device = next(clip.parameters()).device
-    size = clip.visual.image_size
-    mapper = ImageTextMapper(size if isinstance(size, int) else size[0], is_train=False)
-    layout = ToyWorldLayout(root)
-    records = read_meta(layout, split)[:num_images]
+    records = read_meta(ToyWorldLayout(root), split)[:num_images]
+    image = _encode_images(clip, root, records, batch_size, pixel_mean, pixel_std)
     swap = AttributeSwap(SHAPES, count=negatives, rng=random.Random(seed))
-    mean = torch.tensor(pixel_mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(pixel_std, device=device).view(1, 3, 1, 1)
-    images, positives, swapped = [], [], []
+    positives, swapped = [], []
     for start in range(0, len(records), batch_size):
-        batch = records[start:start + batch_size]
-        pixels = torch.stack([
-            mapper({"file_name": str(layout.root / r["file_name"]), "caption": r["caption"]})["image"] for r in batch
-        ])
-        images.append(clip.encode_image((pixels.to(device, torch.float32) - mean) / std, normalize=True))
-        captions = [r["caption"] for r in batch]
+        captions = [r["caption"] for r in records[start:start + batch_size]]
         positives.append(clip.encode_text(tokenizer(captions).to(device), normalize=True))
         copies = tokenizer([c for caption in captions for c in swap(caption)]).to(device)
-        swapped.append(clip.encode_text(copies, normalize=True).view(len(batch), negatives, -1))
-    image, positive, negative = torch.cat(images), torch.cat(positives), torch.cat(swapped)
+        swapped.append(clip.encode_text(copies, normalize=True).view(len(captions), negatives, -1))
+    positive, negative = torch.cat(positives), torch.cat(swapped)
 
     def preferred(embedding: torch.Tensor) -> float:
         own = (embedding * positive).sum(-1, keepdim=True)
