@@ -206,7 +206,7 @@ def uses_seed(entry: Entry, entries: dict[str, Entry]) -> bool:
 @functools.cache
 def configured_max_iter(config: str) -> int:
     """`train.max_iter` of the config (a path relative to the repository); loaded once per config."""
-    return int(LazyConfig.load(str(REPO_ROOT / config)).train.max_iter)
+    return int(LazyConfig.load(str(from_repo(config))).train.max_iter)
 
 
 def run_key(entry: Entry, entries: dict[str, Entry], clip_seed: int, seed: int) -> str:
@@ -352,7 +352,7 @@ class Leaderboard:
         if ctx.entry.after is not None:
             overrides.append(f"train.init_checkpoint={ctx.values['parent_checkpoint']}")
         start = time.perf_counter()
-        do_train(load_config(str(REPO_ROOT / ctx.entry.config), overrides), resume=True)
+        do_train(load_config(str(from_repo(ctx.entry.config)), overrides), resume=True)
         seconds = round(time.perf_counter() - start, 1)
         write_json_atomic(marker, {"seconds": seconds, "max_iter": self.max_iter(ctx.entry), "seed": seed})
         return seconds
@@ -361,7 +361,7 @@ class Leaderboard:
         """The checkpoint evaluated: the stage's final one, or an eval-only stage's `train.init_checkpoint`."""
         if not ctx.entry.eval_only:
             return str(ctx.run_dir / FINAL_CHECKPOINT)
-        cfg = LazyConfig.load(str(REPO_ROOT / ctx.entry.config))
+        cfg = LazyConfig.load(str(from_repo(ctx.entry.config)))
         init = LazyConfig.apply_overrides(cfg, self.config_overrides(ctx)).train.init_checkpoint
         return init or "none"
 
@@ -380,7 +380,7 @@ class Leaderboard:
             f"train.output_dir={ctx.run_dir}", f"train.device={self.options.device}",
             f"dataloader.test_datasets=[{VAL_DATASET}]",
         ]
-        cfg = load_config(str(REPO_ROOT / ctx.entry.config), overrides)
+        cfg = load_config(str(from_repo(ctx.entry.config)), overrides)
         model = build_model(cfg)
         if weights != "none":
             load_model_weights(model, weights, strict=True)
