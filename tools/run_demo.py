@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The project's main job (`make demo`), on the generated toy world, every stage cached in --output:
 
-1. generate the toy world and pretrain the tiny CLIP on its captions (tools/pretrain_toy_clip.py);
+1. generate the toy world and expand the shipped tiny CLIP, or with --pretrain pretrain it on the
+   captions of a 40,000-image pretraining world (tools/pretrain_toy_clip.py);
 2. evaluate the training-free dense-CLIP baseline (MaskCLIP-style) on the toy validation set;
 3. train a tiny-width CAT-Seg (configs/catseg/catseg_toy.py, the paper's code path) on the 24 seen
    classes only, then evaluate it on all 30 classes (mIoU, seen, unseen, hIoU);
@@ -78,6 +79,16 @@ def pretrain_command(
     if max_iter is not None:
         cmd.append(f"train.max_iter={max_iter}")
     return cmd
+
+
+def link_shared_worlds(clip_folder: Path, pretrain: bool) -> None:
+    """Point a pretraining seed's folder at the leaderboard's toy world and, under `pretrain`, its
+    pretraining world, so that every seed uses one copy (the script finds them complete)."""
+    clip_folder.mkdir(parents=True, exist_ok=True)
+    for name in ("toy_world", "clip_world") if pretrain else ("toy_world",):
+        (clip_folder.parent / name).mkdir(exist_ok=True)
+        if not (clip_folder / name).is_symlink():
+            (clip_folder / name).symlink_to(Path("..") / name)
 
 
 def pretrain_clip(output: Path, pretrain: bool = False) -> dict:
@@ -160,9 +171,7 @@ def run_leaderboard(args: argparse.Namespace, output: Path) -> int:
         folder = board.clip_dir(clip_seed)
         if (folder / "retrieval.json").exists():
             return
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "toy_world").exists():
-            (folder / "toy_world").symlink_to("../toy_world")  # the script finds the world complete
+        link_shared_worlds(folder, pretrain=args.pretrain)
         log = folder / "pretrain.log"
         with log.open("a") as stream:
             done = subprocess.run(pretrain_command(folder, clip_seed, args.pretrain, args.max_iter),

@@ -284,3 +284,18 @@ def test_pretraining_seed_reaches_the_script(tmp_path: Path) -> None:
     # The script accepts what the command passes.
     usage = run_demo.subprocess.run([*script[:2], "--help"], capture_output=True, text=True, check=True).stdout
     assert "--clip-seed" in usage and "--pretrain" in usage
+
+
+def test_pretraining_seeds_share_one_copy_of_each_world(tmp_path: Path) -> None:
+    """Every clip<N> folder reaches the leaderboard's toy world and, when retraining, its pretraining
+    world through links: a file written through one seed's folder is seen through the other's."""
+    link = _run_demo_tool().link_shared_worlds
+    link(tmp_path / "clip0", pretrain=False)
+    assert not (tmp_path / "clip0/clip_world").exists()
+    for seed in (0, 1):
+        link(tmp_path / f"clip{seed}", pretrain=True)
+        link(tmp_path / f"clip{seed}", pretrain=True)  # a resumed run finds the links in place
+    for name in ("toy_world", "clip_world"):
+        (tmp_path / "clip0" / name / "marker").write_text(name)
+        assert (tmp_path / "clip1" / name / "marker").read_text() == name
+        assert (tmp_path / name / "marker").exists()

@@ -1,6 +1,7 @@
 """The shipped tiny-CLIP weights (ovseg_d2/data/toy/weights): the compact format round-trips, and
 every shipped seed loads with `build_clip` and scores as documented (scores.json, README) on the
-default world's retrieval split, through tools/pretrain_toy_clip.py as the demo runs it."""
+default world's retrieval split, through tools/pretrain_toy_clip.py as the demo runs it; and the
+script's --pretrain path, which makes them, on a small pretraining world."""
 from __future__ import annotations
 
 import json
@@ -12,14 +13,15 @@ import pytest
 import torch
 
 from ovseg_d2.clip import build_clip, get_tokenizer
-from ovseg_d2.data.toy import ToyWorldConfig, generate_toy_world
-from ovseg_d2.data.toy.retrieval import evaluate_retrieval
+from ovseg_d2.data.toy import ToyWorldConfig, ToyWorldLayout, generate_toy_world, read_meta
+from ovseg_d2.data.toy.retrieval import class_prompts, evaluate_retrieval
 from ovseg_d2.data.toy.shipped_clip import (
     TOKEN_EMBEDDING,
     WEIGHTS_DIR,
     compact_state_dict,
     expand_shipped_weights,
     shipped_weights,
+    used_token_ids,
     zero_unused_token_rows,
 )
 from ovseg_d2.utils.atomic import torch_save_atomic
@@ -75,3 +77,26 @@ def test_script_uses_shipped_weights_by_default(tmp_path: Path) -> None:
     assert report["source"].startswith("shipped")
     for key, value in DOCUMENTED[seed].items():
         assert report["retrieval"][key] == pytest.approx(value, abs=TOLERANCE), key
+
+
+def test_script_pretrains_on_its_own_pretraining_world(tmp_path: Path) -> None:
+    """--pretrain: the trainer reads the shards of OUTPUT/clip_world (--pretrain-images train images,
+    train split only) rather than the toy world's, and the export keeps exactly the token rows that
+    the pretraining captions and the class prompts use."""
+    subprocess.run(
+        [sys.executable, str(REPO / "tools/pretrain_toy_clip.py"), "--output", str(tmp_path), "--num-train", "4",
+         "--pretrain-images", "12", "--clip-seed", "3", "--pretrain", "train.max_iter=2",
+         "dataloader.train.total_batch_size=4", "dataloader.train.shuffle_buffer=8"],
+        check=True, cwd=REPO, capture_output=True,
+    )
+    pretrain_world = ToyWorldLayout(tmp_path / "clip_world")
+    assert json.loads(pretrain_world.manifest.read_text())["config"]["num_train"] == 12
+    assert len(read_meta(pretrain_world, "train")) == 12 and not pretrain_world.image_dir("val").exists()
+    assert f"shards: {pretrain_world.shard_dir}\n" in (tmp_path / "clip_pretrain/config.yaml").read_text()
+    report = json.loads((tmp_path / "retrieval.json").read_text())
+    assert report["source"] == "pretrained here on 12 images, seed 3" and report["retrieval"]["num_images"] == 300
+
+    captions = [r["caption"] for r in read_meta(pretrain_world, "train")] + class_prompts()
+    rows = torch.load(tmp_path / "tiny_clip.pt", weights_only=True)["state_dict"][TOKEN_EMBEDDING]
+    kept = torch.nonzero(rows.abs().sum(1)).flatten()
+    assert kept.tolist() == used_token_ids(get_tokenizer(CLIP_CONFIG), captions).tolist()
