@@ -34,7 +34,14 @@ from pathlib import Path
 
 from ovseg_d2.checkpoint import load_checkpoint_file
 from ovseg_d2.clip import build_clip, get_tokenizer
-from ovseg_d2.data.toy import ToyWorldConfig, ToyWorldLayout, generate_toy_world, read_meta
+from ovseg_d2.data.toy import (
+    DEFAULT_ROOT,
+    PRETRAIN_ROOT,
+    ToyWorldConfig,
+    ToyWorldLayout,
+    generate_toy_world,
+    read_meta,
+)
 from ovseg_d2.data.toy.retrieval import class_prompts, evaluate_retrieval, evaluate_shape_swap
 from ovseg_d2.data.toy.shipped_clip import (
     compact_state_dict,
@@ -101,7 +108,7 @@ def export_pretrained(pretrain_world: Path, run_dir: Path, weights: Path, ship_s
 def main() -> None:
     args = parse_args()
     output = Path(args.output).resolve()
-    world, run_dir, weights = output / "toy_world", output / "clip_pretrain", output / "tiny_clip.pt"
+    world, run_dir, weights = output / DEFAULT_ROOT, output / "clip_pretrain", output / "tiny_clip.pt"
     shipped = shipped_weights(args.clip_seed)
     timings: dict[str, float] = {}
 
@@ -114,7 +121,7 @@ def main() -> None:
     if not weights.exists():
         if args.pretrain or not shipped.exists():
             source = f"pretrained here on {args.pretrain_images} images, seed {args.clip_seed}"
-            pretrain_world = output / "clip_world"
+            pretrain_world = output / PRETRAIN_ROOT
             generate_toy_world(pretrain_world, ToyWorldConfig(num_train=args.pretrain_images, seed=args.seed),
                                splits=("train",))
             pretrain(pretrain_world, run_dir, args.clip_seed, args.overrides)

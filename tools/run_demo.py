@@ -84,8 +84,10 @@ def pretrain_command(
 def link_shared_worlds(clip_folder: Path, pretrain: bool) -> None:
     """Point a pretraining seed's folder at the leaderboard's toy world and, under `pretrain`, its
     pretraining world, so that every seed uses one copy (the script finds them complete)."""
+    from ovseg_d2.data.toy import DEFAULT_ROOT, PRETRAIN_ROOT
+
     clip_folder.mkdir(parents=True, exist_ok=True)
-    for name in ("toy_world", "clip_world") if pretrain else ("toy_world",):
+    for name in (DEFAULT_ROOT, PRETRAIN_ROOT) if pretrain else (DEFAULT_ROOT,):
         (clip_folder.parent / name).mkdir(exist_ok=True)
         if not (clip_folder / name).is_symlink():
             (clip_folder / name).symlink_to(Path("..") / name)
@@ -157,14 +159,14 @@ def list_methods() -> int:
 
 
 def run_leaderboard(args: argparse.Namespace, output: Path) -> int:
-    from ovseg_d2.data.toy import ToyWorldConfig, generate_toy_world
+    from ovseg_d2.data.toy import DEFAULT_ROOT, ToyWorldConfig, generate_toy_world
     from ovseg_d2.data.toy.leaderboard import Leaderboard, Options, any_failed, discover, select, write_report
 
     options = Options(output=output, clip_seeds=args.clip_seeds, seeds=args.seeds, max_iter=args.max_iter,
                       device=args.device)
     board = Leaderboard(select(discover(), args.methods), options)
     board.progress("toy world")
-    generate_toy_world(output / "toy_world", ToyWorldConfig())  # skipped where complete
+    generate_toy_world(output / DEFAULT_ROOT, ToyWorldConfig())  # skipped where complete
 
     def tiny_clip(clip_seed: int) -> None:
         """OUTPUT/clip<seed>/tiny_clip.pt (+ retrieval.json, its final artefact) on the shared world."""

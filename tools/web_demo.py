@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 
 import ovseg_d2.data  # noqa: E402,F401  (registers the datasets)
 from ovseg_d2.checkpoint import NO_WEIGHTS  # noqa: E402
+from ovseg_d2.data.toy import DEFAULT_ROOT  # noqa: E402
 from ovseg_d2.engine import OpenVocabPredictor, load_config  # noqa: E402
 from ovseg_d2.engine.demo_output import segment_image  # noqa: E402
 from ovseg_d2.engine.run_record import RUN_RECORD_FILE, RunRecord  # noqa: E402
@@ -195,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s %(levelname)s] %(message)s")
     runs = Path(args.runs).resolve()
-    if (runs / "toy_world").is_dir():
+    if (runs / DEFAULT_ROOT).is_dir():
         os.environ.setdefault("DETECTRON2_DATASETS", str(runs))
     choices = model_choices(args)
     if not choices:

@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 from ...engine.run_record import RunRecord
 from ...utils.atomic import write_json_atomic
 from ...utils.repo_paths import REPO_ROOT, from_repo, repo_relative
+from .register import DEFAULT_ROOT
 
 VAL_DATASET = "toy_val"
 METRICS = ("mIoU", "mIoU-seen", "mIoU-unseen", "hIoU")
@@ -280,7 +281,7 @@ class Leaderboard:
     def __init__(self, entries: dict[str, Entry], options: Options, log: Callable[[str], None] = print) -> None:
         self.entries, self.options, self.log = entries, options, log
         self.output = options.output.resolve()
-        self.world = self.output / "toy_world"
+        self.world = self.output / DEFAULT_ROOT
         self.start = time.perf_counter()
         self.results: dict[tuple[str, str], dict[str, Any]] = {}  # (config, run key) -> outcome
         self.clip_errors: dict[int, str] = {}  # pretraining seed -> why its tiny CLIP failed

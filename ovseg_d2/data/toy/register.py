@@ -32,6 +32,8 @@ from .world import CLASS_NAMES, IGNORE_LABEL, SEEN_CLASS_NAMES, UNSEEN_CLASS_IDS
 SEM_SEG_DATASETS: tuple[str, ...] = ("toy_seen_train", "toy_train_all", "toy_val")
 IMAGE_TEXT_DATASETS: tuple[str, ...] = ("toy_captions_train", "toy_captions_train_wds", "toy_captions_val")
 DEFAULT_ROOT = "toy_world"  # relative to $DETECTRON2_DATASETS
+# The tiny CLIP's larger pretraining world, beside the toy world (tools/pretrain_toy_clip.py --pretrain).
+PRETRAIN_ROOT = "clip_world"
 
 
 def _records_with_name(name: str, layout: ToyWorldLayout, split: str, hint: str) -> list[dict[str, Any]]:
