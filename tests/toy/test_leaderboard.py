@@ -196,6 +196,39 @@ def test_rerun_skips_finished_stages(world, first, monkeypatch: pytest.MonkeyPat
         assert after.get("metrics") == before.get("metrics") and after.get("train_s") == before.get("train_s")
 
 
+def test_a_run_of_another_recipe_is_reported_never_reused(world, first) -> None:
+    final = world.output / "runs/conv/clip0-seed0/model_final.pth"
+    stamp = final.stat().st_mtime_ns
+    longer = Leaderboard(ENTRIES, Options(output=world.output, seeds=SEEDS, max_iter=3), log=lambda message: None)
+    rows = {row["method"]: row for row in longer.run(lambda clip_seed: None)["rows"]}
+    error = rows["conv head"]["failed"][0]["error"]
+    assert "runs/conv/clip0-seed0 holds a run of another recipe (max_iter changed since" in error, error
+    assert rows["conv head, evaluated again"]["failed"][0]["error"].startswith("not run: conv failed")
+    assert rows["floor"]["runs"] == 1 and "failed" not in rows["floor"]  # eval-only: no iterations to change
+    changed = dict(ENTRIES, conv=Entry(
+        id="conv", config=BASELINE, name="conv head", trained_on="seen masks", overrides=(*CLIP, "optimizer.lr=0.5"),
+    ))
+    board = Leaderboard(changed, Options(output=world.output, seeds=SEEDS, max_iter=2), log=lambda message: None)
+    rows = {row["method"]: row for row in board.run(lambda clip_seed: None)["rows"]}
+    assert "holds a run of another recipe (overrides changed since" in rows["conv head"]["failed"][0]["error"]
+    recorded = json.loads((world.output / "runs/conv/clip0-seed0/recipe.json").read_text())
+    assert recorded["max_iter"] == 2 and recorded["overrides"] == list(CLIP) and "{repo}" in recorded["config"]
+    assert final.stat().st_mtime_ns == stamp  # nothing overwritten
+    # the original recipe still finds its runs
+    again = {(r["id"], r["run"]): r.get("metrics") for r in _run(world.output)[0]["runs"]}
+    assert again == {(r["id"], r["run"]): r.get("metrics") for r in first.result["runs"]}
+
+
+def test_a_run_recorded_before_recipes_is_reported(world, first, tmp_path: Path) -> None:
+    (world.output / "runs/conv/clip0-seed1/recipe.json").rename(tmp_path / "recipe.json")
+    try:
+        rows = {row["method"]: row for row in _run(world.output)[0]["rows"]}
+        error = rows["conv head"]["failed"][0]["error"]
+        assert "runs/conv/clip0-seed1 holds a run recorded before recipe.json existed (training.json" in error, error
+    finally:
+        (tmp_path / "recipe.json").rename(world.output / "runs/conv/clip0-seed1/recipe.json")
+
+
 def _hand_runs() -> tuple[dict[str, Entry], list[dict]]:
     entries = order_entries({
         "base": Entry(id="base", config="b.py", name="base", trained_on="nothing", eval_only=True, reference=True),

@@ -9,7 +9,9 @@ once the stage has succeeded: `training.json` (training), `evaluation.json` (eva
 (both done: ovseg_d2.engine.run_record, the record tools/web_demo.py lists), `<prepared
 folder>/_prepared.json` (prerequisites).
 An interrupted training resumes exactly from its newest intact checkpoint. A failing stage is
-recorded (exception, log path) and the others go on.
+recorded (exception, log path) and the others go on. `recipe.json` records what a run is computed from
+(:meth:`Leaderboard.recipe`); a run folder of another recipe (the config, its declared overrides or the
+iterations changed since) is reported in its row, never reused or overwritten.
 
 Layout of OUTPUT: toy_world/ (shared by every run), clip<c>/ (tiny CLIP of pretraining seed c and the
 prerequisites that depend on it), runs/<config id>/<run key>/ (one stage run: checkpoints, stage.log,
@@ -210,6 +212,15 @@ def configured_max_iter(config: str) -> int:
     return int(LazyConfig.load(str(from_repo(config))).train.max_iter)
 
 
+@functools.cache
+def resolved_config(config: str) -> str:
+    """The config as loaded (its imports resolved), as YAML, without its `leaderboard` declaration (the
+    row's name is no part of the recipe) and with the repository's path written `{repo}`."""
+    cfg = LazyConfig.load(str(from_repo(config)))
+    cfg.pop("leaderboard", None)
+    return OmegaConf.to_yaml(cfg).replace(str(REPO_ROOT), "{repo}")
+
+
 def run_key(entry: Entry, entries: dict[str, Entry], clip_seed: int, seed: int) -> str:
     """The folder name of one run: the seeds it depends on (`clip0-seed1`, `clip0`, `seed1`, `once`)."""
     parts = [f"clip{clip_seed}"] if uses_clip(entry, entries) else []
@@ -331,6 +342,43 @@ class Leaderboard:
                 chain[-1] = int(match.group(1)) + 1
         return chain + ([] if entry.eval_only else [self.max_iter(entry)])
 
+    def recipe(self, entry: Entry) -> dict[str, Any]:
+        """What every run of `entry` is computed from, besides its seeds: the resolved config, the declared
+        overrides (as templates: the output folder may move), the iterations, the device, and the recipe
+        of the stage it starts from. Changes to the code are not seen."""
+        recipe: dict[str, Any] = {
+            "config": resolved_config(entry.config), "overrides": list(entry.overrides),
+            "max_iter": self.max_iter(entry), "device": self.options.device,
+        }
+        if entry.after is not None:
+            recipe["after"] = {
+                "checkpoint": self.parent_checkpoint(entry), **self.recipe(self.entries[entry.after]),
+            }
+        return recipe
+
+    def check_recipe(self, ctx: Context) -> None:
+        """Record the recipe in a new run folder; refuse a folder that holds a run of another recipe (or
+        one recorded before recipes were), naming what differs."""
+        path = ctx.run_dir / "recipe.json"
+        recipe = self.recipe(ctx.entry)
+        if not path.exists():
+            markers = ("training.json", "evaluation.json", "last_checkpoint")
+            recorded_before = [name for name in markers if (ctx.run_dir / name).exists()]
+            if recorded_before:
+                raise RuntimeError(
+                    f"{ctx.run_dir} holds a run recorded before recipe.json existed ({', '.join(recorded_before)}); "
+                    "delete that folder to run it again with the current recipe"
+                )
+            write_json_atomic(path, recipe)
+            return
+        recorded = json.loads(path.read_text())
+        if recorded != recipe:
+            changed = sorted(k for k in recipe.keys() | recorded.keys() if recipe.get(k) != recorded.get(k))
+            raise RuntimeError(
+                f"{ctx.run_dir} holds a run of another recipe ({', '.join(changed)} changed since; "
+                f"{path.name} holds the old one); delete that folder to run it again with the current recipe"
+            )
+
     def config_overrides(self, ctx: Context) -> list[str]:
         """The entry's overrides, filled in: what rebuilds its model (run.json), training and evaluation add theirs."""
         return [ctx.fill(o) for o in ctx.entry.overrides]
@@ -440,6 +488,7 @@ class Leaderboard:
         try:
             ctx.run_dir.mkdir(parents=True, exist_ok=True)
             with stage_log(log_path):
+                self.check_recipe(ctx)
                 outcome["prepare_s"] = self.prepare(ctx)
                 outcome["train_s"] = 0.0 if entry.eval_only else self.train(ctx, seed)
                 outcome.update(self.evaluate(ctx))
