@@ -124,6 +124,8 @@ def main() -> None:
             pretrain_world = output / PRETRAIN_ROOT
             generate_toy_world(pretrain_world, ToyWorldConfig(num_train=args.pretrain_images, seed=args.seed),
                                splits=("train",))
+            timings["generate_pretraining_world_s"] = time.perf_counter() - start
+            start = time.perf_counter()
             pretrain(pretrain_world, run_dir, args.clip_seed, args.overrides)
             export_pretrained(pretrain_world, run_dir, weights, args.clip_seed if args.ship else None)
         else:

@@ -75,6 +75,7 @@ def test_script_uses_shipped_weights_by_default(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "retrieval.json").read_text())
     assert report["weights"] == str(tmp_path / "tiny_clip.pt") and report["clip_seed"] == int(seed)
     assert report["source"].startswith("shipped")
+    assert set(report["timings"]) == {"generate_s", "pretrain_s", "retrieval_s"}
     for key, value in DOCUMENTED[seed].items():
         assert report["retrieval"][key] == pytest.approx(value, abs=TOLERANCE), key
 
@@ -95,6 +96,8 @@ def test_script_pretrains_on_its_own_pretraining_world(tmp_path: Path) -> None:
     assert f"shards: {pretrain_world.shard_dir}\n" in (tmp_path / "clip_pretrain/config.yaml").read_text()
     report = json.loads((tmp_path / "retrieval.json").read_text())
     assert report["source"] == "pretrained here on 12 images, seed 3" and report["retrieval"]["num_images"] == 300
+    # the pretraining world's generation is timed on its own, not as pretraining
+    assert set(report["timings"]) == {"generate_s", "generate_pretraining_world_s", "pretrain_s", "retrieval_s"}
 
     captions = [r["caption"] for r in read_meta(pretrain_world, "train")] + class_prompts()
     rows = torch.load(tmp_path / "tiny_clip.pt", weights_only=True)["state_dict"][TOKEN_EMBEDDING]
