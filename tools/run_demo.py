@@ -16,6 +16,8 @@ a `leaderboard` entry (ovseg_d2/data/toy/leaderboard.py; `--list` shows them), t
 paper trains with its prerequisites, evaluated on toy_val, for every pretraining x training seed;
 OUTPUT/leaderboard.md and .json (mean ± std per metric), OUTPUT/leaderboard_runs.json (every run).
 Re-running resumes: finished stages are skipped. A failing stage is reported in its row (exit status 1).
+The same command started again while one runs (e.g. in another terminal) shares the work: each
+process takes the stages no other one holds, then waits for the rest; both print the whole table.
 
   python tools/run_demo.py --methods all --output output/leaderboard [--seeds 0 1 2] [--clip-seeds 0 1 2]
   python tools/run_demo.py --methods catseg,tcl --output output/leaderboard
@@ -161,18 +163,24 @@ def list_methods() -> int:
 def run_leaderboard(args: argparse.Namespace, output: Path) -> int:
     from ovseg_d2.data.toy import DEFAULT_ROOT, ToyWorldConfig, generate_toy_world
     from ovseg_d2.data.toy.leaderboard import Leaderboard, Options, any_failed, discover, select, write_report
+    from ovseg_d2.utils.locks import exclusive
 
     options = Options(output=output, clip_seeds=args.clip_seeds, seeds=args.seeds, max_iter=args.max_iter,
                       device=args.device)
     board = Leaderboard(select(discover(), args.methods), options)
     board.progress("toy world")
-    generate_toy_world(output / DEFAULT_ROOT, ToyWorldConfig())  # skipped where complete
+    with exclusive(output / f".{DEFAULT_ROOT}.lock"):  # another leaderboard process may share OUTPUT
+        generate_toy_world(output / DEFAULT_ROOT, ToyWorldConfig())  # skipped where complete
 
     def tiny_clip(clip_seed: int) -> None:
         """OUTPUT/clip<seed>/tiny_clip.pt (+ retrieval.json, its final artefact) on the shared world."""
         folder = board.clip_dir(clip_seed)
-        if (folder / "retrieval.json").exists():
-            return
+        # One lock for every seed: under --pretrain the seeds share the pretraining world that the first builds.
+        with exclusive(output / ".tiny_clip.lock"):
+            if not (folder / "retrieval.json").exists():
+                make_tiny_clip(folder, clip_seed)
+
+    def make_tiny_clip(folder: Path, clip_seed: int) -> None:
         link_shared_worlds(folder, pretrain=args.pretrain)
         log = folder / "pretrain.log"
         with log.open("a") as stream:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,6 +35,7 @@ from ovseg_d2.data.toy.leaderboard import (
     write_report,
 )
 from ovseg_d2.engine import load_config
+from ovseg_d2.utils.locks import exclusive
 from tests.toy.demo_world import REPO, demo_environment, write_demo_world
 
 BASELINE = "configs/toy/dense_baseline.py"
@@ -227,6 +229,35 @@ def test_a_run_recorded_before_recipes_is_reported(world, first, tmp_path: Path)
         assert "runs/conv/clip0-seed1 holds a run recorded before recipe.json existed (training.json" in error, error
     finally:
         (tmp_path / "recipe.json").rename(world.output / "runs/conv/clip0-seed1/recipe.json")
+
+
+@pytest.mark.timeout(300)
+def test_a_stage_another_process_holds_is_taken_last(world, first) -> None:
+    """Another process holds conv's seed-0 run: the leaderboard goes on with the rest of its plan (the stage
+    after that run waits too), then waits for it and reads what that process left."""
+    messages: list[str] = []
+    with ExitStack() as other_process:
+        assert other_process.enter_context(exclusive(world.output / "runs/conv/.clip0-seed0.lock", wait=False))
+
+        def log(message: str) -> None:
+            messages.append(message)
+            if message.endswith("waiting for it"):
+                other_process.close()  # it finishes
+
+        board = Leaderboard(ENTRIES, Options(output=world.output, seeds=SEEDS, max_iter=2), log=log)
+        result = board.run(lambda clip_seed: None)
+    labels = [match.group(1) for match in (re.match(r"\s*\d+:\d\d (\[.*)", m) for m in messages) if match]
+    put_off = [
+        "[2/10] conv head (conv, clip seed 0, seed 0)",
+        "[3/10] conv head, evaluated again (conv_eval, clip seed 0, seed 0)",
+    ]
+    # the whole plan first (the two put off among it), then the two
+    assert [label.split("]")[0] for label in labels[:10]] == [f"[{i}/10" for i in range(1, 11)], labels
+    assert labels[10:] == [f"{label}: waiting for it" for label in put_off], labels
+    assert sum("another process runs it" in m for m in messages) == 2
+    assert [(r["id"], r["run"], r.get("metrics")) for r in result["runs"]] == [
+        (r["id"], r["run"], r.get("metrics")) for r in first.result["runs"]
+    ]
 
 
 def _hand_runs() -> tuple[dict[str, Entry], list[dict]]:

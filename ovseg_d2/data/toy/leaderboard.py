@@ -13,6 +13,10 @@ recorded (exception, log path) and the others go on. `recipe.json` records what 
 (:meth:`Leaderboard.recipe`); a run folder of another recipe (the config, its declared overrides or the
 iterations changed since) is reported in its row, never reused or overwritten.
 
+Several processes may share one output folder (`make leaderboard` started twice): a stage runs under
+a lock on its run folder, a process skips a stage another one holds and comes back to it (waiting)
+after the rest of its plan, and prerequisites and tiny CLIPs are built once under their own locks.
+
 Layout of OUTPUT: toy_world/ (shared by every run), clip<c>/ (tiny CLIP of pretraining seed c and the
 prerequisites that depend on it), runs/<config id>/<run key>/ (one stage run: checkpoints, stage.log,
 the markers above), leaderboard.md, leaderboard.json, leaderboard_runs.json.
@@ -39,6 +43,7 @@ from omegaconf import OmegaConf
 
 from ...engine.run_record import RunRecord
 from ...utils.atomic import write_json_atomic
+from ...utils.locks import exclusive
 from ...utils.repo_paths import REPO_ROOT, from_repo, repo_relative
 from .register import DEFAULT_ROOT
 
@@ -449,31 +454,41 @@ class Leaderboard:
         total = 0.0
         for step in ctx.entry.prepare:
             output = Path(ctx.fill(step.output))
-            marker = output / "_prepared.json"
-            if marker.exists():
-                total += json.loads(marker.read_text())["seconds"]
-                continue
-            command = [ctx.fill(part) for part in step.command]
-            start = time.perf_counter()
-            with (ctx.run_dir / "stage.log").open("a") as log:
-                log.write(f"$ {' '.join(command)}\n")
-                log.flush()
-                done = subprocess.run(
-                    command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ)
-                )
-            if done.returncode != 0:
-                raise RuntimeError(f"prerequisite `{' '.join(command)}` exited with status {done.returncode}")
-            seconds = round(time.perf_counter() - start, 1)
-            write_json_atomic(marker, {"command": command, "seconds": seconds})
-            total += seconds
+            with exclusive(output.with_name(f".{output.name}.lock")):  # shared by the runs of a pretraining seed
+                total += self.prepare_step(ctx, [ctx.fill(part) for part in step.command], output)
         return total
 
-    def run_stage(self, entry: Entry, clip_seed: int, seed: int) -> dict[str, Any]:
-        """Prerequisites, training, evaluation and run.json of one run; the outcome (or the failure)."""
+    @staticmethod
+    def prepare_step(ctx: Context, command: list[str], output: Path) -> float:
+        marker = output / "_prepared.json"
+        if marker.exists():
+            return json.loads(marker.read_text())["seconds"]
+        start = time.perf_counter()
+        with (ctx.run_dir / "stage.log").open("a") as log:
+            log.write(f"$ {' '.join(command)}\n")
+            log.flush()
+            done = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        if done.returncode != 0:
+            raise RuntimeError(f"prerequisite `{' '.join(command)}` exited with status {done.returncode}")
+        seconds = round(time.perf_counter() - start, 1)
+        write_json_atomic(marker, {"command": command, "seconds": seconds})
+        return seconds
+
+    def run_stage(self, entry: Entry, clip_seed: int, seed: int, wait: bool = True) -> dict[str, Any] | None:
+        """Prerequisites, training, evaluation and run.json of one run, under the lock of its folder; the
+        outcome (or the failure). None, with `wait=False`, when another process holds the run (or the
+        run it starts from was put off)."""
         ctx = self.context(entry, clip_seed, seed)
         key = (entry.id, ctx.run_dir.name)
         if key in self.results:  # a run shared by several seeds (see run_key)
             return self.results[key]
+        if ctx.parent_dir is not None and (entry.after, ctx.parent_dir.name) not in self.results:
+            return None  # its parent was put off: so is it (a waiting pass takes both in plan order)
+        with exclusive(ctx.run_dir.with_name(f".{ctx.run_dir.name}.lock"), wait=wait) as held:
+            return self._run_stage(ctx, key, clip_seed, seed) if held else None
+
+    def _run_stage(self, ctx: Context, key: tuple[str, str], clip_seed: int, seed: int) -> dict[str, Any]:
+        entry = ctx.entry
         log_path = ctx.run_dir / "stage.log"
         outcome: dict[str, Any] = {"run": ctx.run_dir.name, "log": str(log_path)}
         parent = self.results.get((entry.after, ctx.parent_dir.name)) if ctx.parent_dir is not None else None
@@ -514,16 +529,32 @@ class Leaderboard:
             except Exception as error:  # noqa: BLE001  the stages without the tiny CLIP still run
                 self.clip_errors[clip_seed] = last_line(error)
                 self.progress(f"    FAILED: {self.clip_errors[clip_seed]}")
+        put_off = []
         for index, (clip_seed, seed, entry) in enumerate(plan, 1):
-            self.progress(f"[{index}/{len(plan)}] {entry.name} ({entry.id}, clip seed {clip_seed}, seed {seed})")
+            label = f"[{index}/{len(plan)}] {entry.name} ({entry.id}, clip seed {clip_seed}, seed {seed})"
+            self.progress(label)
+            outcome = self.run_stage(entry, clip_seed, seed, wait=False)
+            if outcome is None:
+                self.progress("    another process runs it (or what it starts from): back to it at the end")
+                put_off.append((index, label))
+                continue
+            self.report(outcome)
+            runs.append((index, {"id": entry.id, "clip_seed": clip_seed, "seed": seed, **outcome}))
+        for index, label in put_off:  # in plan order: a parent before the stages after it
+            clip_seed, seed, entry = plan[index - 1]
+            self.progress(f"{label}: waiting for it")
             outcome = self.run_stage(entry, clip_seed, seed)
-            if "error" in outcome:
-                self.progress(f"    FAILED: {outcome['error']} (log: {outcome['log']})")
-            else:
-                metrics = " / ".join(f"{outcome['metrics'][k]:.1f}" for k in METRICS)
-                self.progress(f"    mIoU / seen / unseen / hIoU {metrics}, training {outcome['train_s']:.0f} s")
-            runs.append({"id": entry.id, "clip_seed": clip_seed, "seed": seed, **outcome})
-        return {"rows": build_rows(self.entries, runs, self.iterations), "runs": runs}
+            self.report(outcome)
+            runs.append((index, {"id": entry.id, "clip_seed": clip_seed, "seed": seed, **outcome}))
+        in_plan_order = [run for _, run in sorted(runs, key=lambda item: item[0])]
+        return {"rows": build_rows(self.entries, in_plan_order, self.iterations), "runs": in_plan_order}
+
+    def report(self, outcome: dict[str, Any]) -> None:
+        if "error" in outcome:
+            self.progress(f"    FAILED: {outcome['error']} (log: {outcome['log']})")
+        else:
+            metrics = " / ".join(f"{outcome['metrics'][k]:.1f}" for k in METRICS)
+            self.progress(f"    mIoU / seen / unseen / hIoU {metrics}, training {outcome['train_s']:.0f} s")
 
     def progress(self, message: str) -> None:
         elapsed = time.perf_counter() - self.start
