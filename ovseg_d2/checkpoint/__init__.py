@@ -84,9 +84,10 @@ def get_converter(method: str) -> Converter:
 
 
 def conversion_summary(method: str, num_official: int, num_converted: int, dropped: Mapping[str, Sequence[str]]) -> str:
-    """One line: "catseg: converted 299 of 302 official tensors; dropped 1 (unused by CAT-Seg): ..."
-    `dropped` maps the reason to the official keys dropped for it."""
-    parts = [f"{method}: converted {num_converted} of {num_official} official tensors"]
+    """One line: "catseg: 302 official tensors -> 299 of ours; dropped 1 (unused by CAT-Seg): ...".
+    The counts differ both ways (fused tensors split, unused ones dropped); `dropped` maps the reason
+    to the official keys dropped for it."""
+    parts = [f"{method}: {num_official} official tensors -> {num_converted} of ours"]
     for reason, keys in dropped.items():
         if keys:
             names = ", ".join(keys) if len(keys) <= 2 else f"{keys[0]} and {len(keys) - 1} alike"

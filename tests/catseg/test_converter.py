@@ -121,7 +121,7 @@ def test_conversion_logs_one_line_with_what_was_dropped_and_why(official, tmp_pa
         convert_catseg_checkpoint(official)
     lines = [r.getMessage() for r in caplog.records if "official tensors" in r.getMessage()]
     assert lines == [
-        "catseg: converted 299 of 302 official tensors; dropped 1 (unused by CAT-Seg): clip_model.logit_scale; "
+        "catseg: 302 official tensors -> 299 of ours; dropped 1 (unused by CAT-Seg): clip_model.logit_scale; "
         "dropped 2 (Swin shift-mask buffers, recomputed): transformer.layers.0.swin_block.block_2.attn_mask, "
         "transformer.layers.1.swin_block.block_2.attn_mask"
     ]
