@@ -163,13 +163,13 @@ def list_methods() -> int:
 def run_leaderboard(args: argparse.Namespace, output: Path) -> int:
     from ovseg_d2.data.toy import DEFAULT_ROOT, ToyWorldConfig, generate_toy_world
     from ovseg_d2.data.toy.leaderboard import Leaderboard, Options, any_failed, discover, select, write_report
-    from ovseg_d2.utils.locks import exclusive
+    from ovseg_d2.utils.locks import exclusive, lock_file
 
     options = Options(output=output, clip_seeds=args.clip_seeds, seeds=args.seeds, max_iter=args.max_iter,
                       device=args.device)
     board = Leaderboard(select(discover(), args.methods), options)
     board.progress("toy world")
-    with exclusive(output / f".{DEFAULT_ROOT}.lock"):  # another leaderboard process may share OUTPUT
+    with exclusive(lock_file(output / DEFAULT_ROOT)):  # another leaderboard process may share OUTPUT
         generate_toy_world(output / DEFAULT_ROOT, ToyWorldConfig())  # skipped where complete
 
     def tiny_clip(clip_seed: int) -> None:

@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Iterator
 
 
+def lock_file(target: str | os.PathLike) -> Path:
+    """The lock file that guards the folder or file `target` while it is built: `.<name>.lock` beside it."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
+
+
 @contextmanager
 def exclusive(path: str | os.PathLike, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive lock on the file `path` (created, with its folder, if missing) for the block.

@@ -43,7 +43,7 @@ from omegaconf import OmegaConf
 
 from ...engine.run_record import RunRecord
 from ...utils.atomic import write_json_atomic
-from ...utils.locks import exclusive
+from ...utils.locks import exclusive, lock_file
 from ...utils.repo_paths import REPO_ROOT, from_repo, repo_relative
 from .register import DEFAULT_ROOT
 
@@ -454,7 +454,7 @@ class Leaderboard:
         total = 0.0
         for step in ctx.entry.prepare:
             output = Path(ctx.fill(step.output))
-            with exclusive(output.with_name(f".{output.name}.lock")):  # shared by the runs of a pretraining seed
+            with exclusive(lock_file(output)):  # shared by the runs of a pretraining seed
                 total += self.prepare_step(ctx, [ctx.fill(part) for part in step.command], output)
         return total
 
@@ -484,7 +484,7 @@ class Leaderboard:
             return self.results[key]
         if ctx.parent_dir is not None and (entry.after, ctx.parent_dir.name) not in self.results:
             return None  # its parent was put off: so is it (a waiting pass takes both in plan order)
-        with exclusive(ctx.run_dir.with_name(f".{ctx.run_dir.name}.lock"), wait=wait) as held:
+        with exclusive(lock_file(ctx.run_dir), wait=wait) as held:
             return self._run_stage(ctx, key, clip_seed, seed) if held else None
 
     def _run_stage(self, ctx: Context, key: tuple[str, str], clip_seed: int, seed: int) -> dict[str, Any]:
