@@ -21,11 +21,18 @@ with them:
 - ``port_class_mlp_identity``: the port's class-aggregation MLP is an mmcv ``FFN`` with
   ``add_identity=True`` called on ``norm2(x)``, giving ``x + norm2(x) + MLP(norm2(x))``.
 - ``decoder_dropout``: the port's ``Dropout2d(0.1)`` before the final conv (mmseg's decode-head default).
+
+Inference on CPU runs in chunks (``chunk_tokens``): the per-class stages (cost embedding, spatial
+aggregation, decoder) over groups of classes, the class aggregation over groups of pixels. Each stage is
+independent across those groups, so the result is the same (float differences ~1e-7); what changes is that
+no intermediate exceeds glibc's mmap threshold (32 MiB at most). Larger buffers are mapped fresh and
+page-faulted on every allocation: at the official test setting (150 classes x 5 views) that was 17 million
+faults and ~40 % of the forward's CPU time. Training and other devices keep one batch.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +41,7 @@ from torch import Tensor, nn
 from .decoder import CATSegDecoder
 
 __all__ = [
+    "CPU_CHUNK_TOKENS",
     "CATSegAggregator",
     "GuidedLinear",
     "GuidedWindowAttention",
@@ -83,6 +91,39 @@ def port_guidance_index(batch: int, repeats: int, device: torch.device | None = 
     are image-major, so row ``r = b*T + t`` gets image ``r mod B`` instead of ``b``.
     """
     return torch.arange(batch * repeats, device=device).remainder(batch).view(batch, repeats)
+
+
+# Cost-embedding tokens (image x class x pixel) per inference chunk on CPU: 16 maps of a 24x24 grid keep
+# the largest intermediate (the decoder's last stage, 48 x 96 x 96 floats per map) under 32 MiB.
+CPU_CHUNK_TOKENS = 16 * 24 * 24
+
+
+def _chunk_length(chunk_tokens: int, tokens_per_item: int, items: int) -> int:
+    """How many of ``items`` (classes or pixels, ``tokens_per_item`` tokens each) go in one chunk; 0 = all."""
+    if chunk_tokens <= 0:
+        return items
+    return min(items, max(1, chunk_tokens // tokens_per_item))
+
+
+def _chunked(fn: Callable[[int, int], Tensor], total: int, length: int, dim: int) -> Tensor:
+    """``cat([fn(i, i + length) ...], dim)`` over ``range(total)``, written into one preallocated output."""
+    if length >= total:
+        return fn(0, total)
+    first = fn(0, length)
+    out = first.new_empty(first.shape[:dim] + (total,) + first.shape[dim + 1 :])
+    out.narrow(dim, 0, length).copy_(first)
+    for start in range(length, total, length):
+        stop = min(start + length, total)
+        out.narrow(dim, start, stop - start).copy_(fn(start, stop))
+    return out
+
+
+def _class_slice(guidance: Tensor | None, start: int, stop: int, per_class_dim: int) -> Tensor | None:
+    """Classes ``start:stop`` of a per-class guidance (``per_class_dim`` dims, class axis 1); a guidance
+    shared by the classes (or None) is returned as is."""
+    if guidance is None or guidance.dim() != per_class_dim:
+        return guidance
+    return guidance[:, start:stop]
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device=None) -> Tensor:
@@ -370,32 +411,38 @@ class ClassAggregation(nn.Module):
         y = F.avg_pool2d(x.reshape(b * n, h, w, c).permute(0, 3, 1, 2), self.pooling_size)
         return y.permute(0, 2, 3, 1).reshape(b, n, *y.shape[-2:], c)
 
-    def forward(self, x: Tensor, t: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | None, chunk_tokens: int = 0) -> Tensor:
         """
         Args:
             x: ``(B, N, H, W, C)`` cost embedding.
             t: ``(B, N, Ct)`` projected text guidance, or None.
+            chunk_tokens: pixels are mixed in chunks of about this many tokens (0: all at once).
         """
         b, n, h, w, c = x.shape
         y = self._pool(x)
         hp, wp = y.shape[2:4]
-        y = y.permute(0, 2, 3, 1, 4).reshape(b, hp * wp, n, c)  # (B, P, N, C)
+        tokens = y.reshape(b, n, hp * wp, c)
         num_pad = self.pad_len - n if self.pad_token is not None and n < self.pad_len else 0
         pad_x = self.norm1(self.pad_token[None])[0] if num_pad else None
         pad_g = self.pad_guidance if num_pad and t is not None else None
         if t is not None:  # one image: the port's tiling is the identity, so the guidance stays shared
             t = t[port_guidance_index(b, hp * wp, t.device)] if self.port_guidance_tiling and b > 1 else t[:, None]
-        y = y + self.attn(self.norm1(y), t, pad_x, pad_g, num_pad)
-        z = self.norm2(y)
-        # per token: padded positions would be discarded, so never computed
-        y = y + z + self.mlp(z) if self.port_class_mlp_identity else y + self.mlp(z)
-        y = y.reshape(b, hp, wp, n, c)
+
+        def mix(start: int, stop: int) -> Tensor:
+            """Class mixing at pixels ``start:stop``: ``(B, N, p, C)``."""
+            yi = tokens[:, :, start:stop].transpose(1, 2)  # (B, p, N, C)
+            ti = t if t is None or t.shape[1] == 1 else t[:, start:stop]
+            yi = yi + self.attn(self.norm1(yi), ti, pad_x, pad_g, num_pad)
+            z = self.norm2(yi)
+            # per token: padded positions would be discarded, so never computed
+            yi = yi + z + self.mlp(z) if self.port_class_mlp_identity else yi + self.mlp(z)
+            return yi.transpose(1, 2)
+
+        y = _chunked(mix, hp * wp, _chunk_length(chunk_tokens, b * n, hp * wp), dim=2).reshape(b, n, hp, wp, c)
         if (hp, wp) != (h, w):
-            y = y.permute(0, 3, 4, 1, 2).reshape(b * n, c, hp, wp)
+            y = y.permute(0, 1, 4, 2, 3).reshape(b * n, c, hp, wp)
             y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=True)
             y = y.reshape(b, n, c, h, w).permute(0, 1, 3, 4, 2)
-        else:
-            y = y.permute(0, 3, 1, 2, 4)
         return x + y
 
 
@@ -420,8 +467,13 @@ class AggregatorLayer(nn.Module):
             dim, text_dim, num_heads, pooling_size, pad_len, port_guidance_tiling, port_class_mlp_identity
         )
 
-    def forward(self, x: Tensor, g: Tensor | None, t: Tensor | None) -> Tensor:
-        return self.classes(self.spatial(x, g), t)
+    def forward(self, x: Tensor, g: Tensor | None, t: Tensor | None, chunk_tokens: int = 0) -> Tensor:
+        """``chunk_tokens``: the spatial aggregation runs over chunks of classes, the class aggregation over
+        chunks of pixels, of about this many tokens each (0: one chunk)."""
+        b, n, h, w, _ = x.shape
+        classes = _chunk_length(chunk_tokens, b * h * w, n)
+        x = _chunked(lambda i, j: self.spatial(x[:, i:j], _class_slice(g, i, j, 5)), n, classes, dim=1)
+        return self.classes(x, t, chunk_tokens)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -476,6 +528,8 @@ class CATSegAggregator(nn.Module):
             0 disables both (pre-CVPR version, mmseg port).
         port_guidance_tiling, port_class_mlp_identity, decoder_dropout: the mmseg port's bugs, off by
             default (module docstring).
+        chunk_tokens: inference (no autograd) runs in chunks of about this many cost-embedding tokens
+            (module docstring); None: :data:`CPU_CHUNK_TOKENS` on CPU and one chunk on other devices; 0: one chunk.
     """
 
     def __init__(
@@ -499,9 +553,11 @@ class CATSegAggregator(nn.Module):
         port_guidance_tiling: bool = False,
         port_class_mlp_identity: bool = False,
         decoder_dropout: float = 0.0,
+        chunk_tokens: int | None = None,
     ):
         super().__init__()
         self.pad_len = pad_len
+        self.chunk_tokens = chunk_tokens
         self.port_guidance_tiling = port_guidance_tiling
         self.fill_value = fill_value
         self.corr_embed = nn.Conv2d(prompt_channels, hidden_dim, kernel_size=7, padding=3)
@@ -533,6 +589,14 @@ class CATSegAggregator(nn.Module):
         """Spatial pooling of the class aggregation (official: 2x2 for training, 1x1 for testing)."""
         for layer in self.layers:
             layer.classes.pooling_size = tuple(pooling_size) if pooling_size is not None else None
+
+    def inference_chunk_tokens(self, ref: Tensor) -> int:
+        """The chunk size in effect for a forward on ``ref``'s device (0: one chunk)."""
+        if torch.is_grad_enabled():
+            return 0  # autograd keeps every intermediate anyway: chunks would only add steps
+        if self.chunk_tokens is None:
+            return CPU_CHUNK_TOKENS if ref.device.type == "cpu" else 0
+        return self.chunk_tokens
 
     def forward(
         self,
@@ -568,8 +632,9 @@ class CATSegAggregator(nn.Module):
             text = text.gather(1, selected[:, :, None, None].expand(-1, -1, *text.shape[2:]))
 
         _, n, p, h, w = cost.shape
-        x = self.corr_embed(cost.reshape(b * n, p, h, w))
-        x = x.reshape(b, n, -1, h, w).permute(0, 1, 3, 4, 2)  # (B, N, H, W, C)
+        chunk = self.inference_chunk_tokens(cost)
+        classes = _chunk_length(chunk, b * h * w, n)
+        x = _chunked(lambda i, j: self._embed(cost[:, i:j]), n, classes, dim=1)  # (B, N, H, W, C)
 
         g = None
         if self.appearance_proj is not None:
@@ -587,8 +652,10 @@ class CATSegAggregator(nn.Module):
         dec_guidance += [None] * (len(self.decoder.stages) - len(dec_guidance))
 
         for layer in self.layers:
-            x = layer(x, g, t)
-        logits = self.decoder(x, dec_guidance)
+            x = layer(x, g, t, chunk)
+        logits = _chunked(
+            lambda i, j: self.decoder(x[:, i:j], [_class_slice(gi, i, j, 5) for gi in dec_guidance]), n, classes, dim=1
+        )
 
         if selected is not None:
             full = logits.new_full((b, num_classes, *logits.shape[-2:]), self.fill_value)
@@ -596,3 +663,9 @@ class CATSegAggregator(nn.Module):
         if return_info:
             return logits, {"class_scores": scores, "selected": selected}
         return logits
+
+    def _embed(self, cost: Tensor) -> Tensor:
+        """``(B, n, P, H, W)`` cost volume -> ``(B, n, H, W, C)`` cost embedding."""
+        b, n, p, h, w = cost.shape
+        x = self.corr_embed(cost.reshape(b * n, p, h, w))
+        return x.reshape(b, n, -1, h, w).permute(0, 1, 3, 4, 2)

@@ -186,6 +186,61 @@ def test_batch_elements_are_independent():
     torch.testing.assert_close(both[1:], one, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "options, pixel_chunks",
+    [
+        (dict(pad_len=0, pooling_size=(1, 1)), [17, 17, 17, 13]),
+        (
+            dict(pad_len=0, pooling_size=(1, 1), port_guidance_tiling=True, port_class_mlp_identity=True),
+            [17, 17, 17, 13],
+        ),
+        (dict(pad_len=16, pooling_size=(2, 2)), [16]),
+    ],
+    ids=["pre-cvpr", "mmseg-port-bugs", "padded-pooled"],
+)
+def test_chunked_inference_equals_one_batch(options, pixel_chunks):
+    """Inference runs the per-class stages over chunks of classes and the class mixing over chunks of
+    pixels (aggregator docstring): the logits are those of one batch, uneven last chunks included, and
+    with autograd on (training) the batch is never split."""
+    torch.manual_seed(0)
+    agg = CATSegAggregator(
+        text_dim=16,
+        appearance_dim=12,
+        prompt_channels=3,
+        hidden_dim=16,
+        text_proj_dim=8,
+        appearance_proj_dim=8,
+        decoder_dims=(16, 16),
+        decoder_guidance_dims=(6, 4),
+        decoder_guidance_proj_dims=(4, 4),
+        num_heads=2,
+        window_size=4,
+        **options,
+    ).eval()
+    with torch.no_grad():  # zero-initialised padding parameters would hide a padding mistake
+        for p in agg.parameters():
+            p.normal_(std=0.3)
+    b, n, h = 2, 11, 8
+    # per-image text: the port's guidance tiling then mixes up images that really differ
+    guidance = [torch.randn(b, 6, 2 * h, 2 * h), torch.randn(b, 4, 4 * h, 4 * h)]
+    inputs = (torch.randn(b, 16, h, h), torch.randn(b, n, 3, 16), guidance)
+    appearance = torch.randn(b, 12, h, h)
+    spatial_classes, mixed_pixels = [], []
+    agg.layers[0].spatial.register_forward_hook(lambda m, args, out: spatial_classes.append(args[0].shape[1]))
+    agg.layers[0].classes.attn.register_forward_hook(lambda m, args, out: mixed_pixels.append(args[0].shape[1]))
+    with torch.no_grad():
+        agg.chunk_tokens = 0
+        whole = agg(*inputs, appearance=appearance)
+        assert spatial_classes == [n]
+        agg.chunk_tokens = 3 * b * h * h  # 3 classes (of b * h * h tokens) or 17 pixels (of b * n) per chunk
+        chunked = agg(*inputs, appearance=appearance)
+    assert spatial_classes[1:] == [3, 3, 3, 2]
+    assert mixed_pixels[1:] == pixel_chunks
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+    agg(*inputs, appearance=appearance)  # autograd on
+    assert spatial_classes[-1] == n
+
+
 # ------------------------------------------------------------------------------- loss
 
 
