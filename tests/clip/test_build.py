@@ -11,7 +11,6 @@ from ovseg_d2.clip import (
     clip_pixel_stats,
     get_model_config,
     interpolate_positional_embedding,
-    read_state_dict,
 )
 from ovseg_d2.clip.finetune import split_qkv_state_dict
 

@@ -23,6 +23,7 @@ the markers above), leaderboard.md, leaderboard.json, leaderboard_runs.json.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -212,16 +213,26 @@ def uses_seed(entry: Entry, entries: dict[str, Entry]) -> bool:
 
 
 @functools.cache
+def _loaded_config(config: str) -> Any:
+    """The config (a path relative to the repository) as loaded, once per config; never modified."""
+    return LazyConfig.load(str(from_repo(config)))
+
+
+def load_config_copy(config: str) -> Any:
+    """A copy of the loaded config, free to modify."""
+    return copy.deepcopy(_loaded_config(config))
+
+
 def configured_max_iter(config: str) -> int:
-    """`train.max_iter` of the config (a path relative to the repository); loaded once per config."""
-    return int(LazyConfig.load(str(from_repo(config))).train.max_iter)
+    """`train.max_iter` of the config."""
+    return int(_loaded_config(config).train.max_iter)
 
 
 @functools.cache
 def resolved_config(config: str) -> str:
     """The config as loaded (its imports resolved), as YAML, without its `leaderboard` declaration (the
     row's name is no part of the recipe) and with the repository's path written `{repo}`."""
-    cfg = LazyConfig.load(str(from_repo(config)))
+    cfg = load_config_copy(config)
     cfg.pop("leaderboard", None)
     return OmegaConf.to_yaml(cfg).replace(str(REPO_ROOT), "{repo}")
 
@@ -415,7 +426,7 @@ class Leaderboard:
         """The checkpoint evaluated: the stage's final one, or an eval-only stage's `train.init_checkpoint`."""
         if not ctx.entry.eval_only:
             return str(ctx.run_dir / FINAL_CHECKPOINT)
-        cfg = LazyConfig.load(str(from_repo(ctx.entry.config)))
+        cfg = load_config_copy(ctx.entry.config)
         init = LazyConfig.apply_overrides(cfg, self.config_overrides(ctx)).train.init_checkpoint
         return init or "none"
 
@@ -529,6 +540,12 @@ class Leaderboard:
             except Exception as error:  # noqa: BLE001  the stages without the tiny CLIP still run
                 self.clip_errors[clip_seed] = last_line(error)
                 self.progress(f"    FAILED: {self.clip_errors[clip_seed]}")
+
+        def record(index: int, outcome: dict[str, Any]) -> None:
+            clip_seed, seed, entry = plan[index - 1]
+            self.report(outcome)
+            runs.append((index, {"id": entry.id, "clip_seed": clip_seed, "seed": seed, **outcome}))
+
         put_off = []
         for index, (clip_seed, seed, entry) in enumerate(plan, 1):
             label = f"[{index}/{len(plan)}] {entry.name} ({entry.id}, clip seed {clip_seed}, seed {seed})"
@@ -537,15 +554,12 @@ class Leaderboard:
             if outcome is None:
                 self.progress("    another process runs it (or what it starts from): back to it at the end")
                 put_off.append((index, label))
-                continue
-            self.report(outcome)
-            runs.append((index, {"id": entry.id, "clip_seed": clip_seed, "seed": seed, **outcome}))
+            else:
+                record(index, outcome)
         for index, label in put_off:  # in plan order: a parent before the stages after it
             clip_seed, seed, entry = plan[index - 1]
             self.progress(f"{label}: waiting for it")
-            outcome = self.run_stage(entry, clip_seed, seed)
-            self.report(outcome)
-            runs.append((index, {"id": entry.id, "clip_seed": clip_seed, "seed": seed, **outcome}))
+            record(index, self.run_stage(entry, clip_seed, seed))
         in_plan_order = [run for _, run in sorted(runs, key=lambda item: item[0])]
         return {"rows": build_rows(self.entries, in_plan_order, self.iterations), "runs": in_plan_order}
 
