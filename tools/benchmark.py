@@ -7,6 +7,7 @@
 A random image of the given size goes through the config's test mapper and the model's full
 eval path (e.g. CAT-Seg's sliding window). The vocabulary is encoded once before timing, as in
 evaluation. Peak memory is the CUDA allocator peak on GPU, the process peak RSS on CPU.
+Each forward's seconds go to stderr as it ends; the JSON report goes to stdout.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     result = benchmark_inference(
         model, record, synthetic_vocabulary(args.num_classes),
         warmup=args.warmup, runs=args.runs, autocast_dtype=AMP[args.amp],
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
     device = next(model.parameters()).device
     report = {

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from math import prod
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -93,10 +93,13 @@ def benchmark_inference(
     warmup: int = 2,
     runs: int = 5,
     autocast_dtype: torch.dtype | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BenchmarkResult:
     """Seconds per image (mean/std over `runs`, after `warmup`) of `model([record])` in eval mode
     with `vocabulary` (text encoded once, as in evaluation), and peak memory: CUDA allocator peak
-    on GPU, the process's peak resident set size on CPU."""
+    on GPU, the process's peak resident set size on CPU. `progress` gets a line per forward (a large
+    model on CPU takes minutes per image; the first forward also encodes the vocabulary)."""
+    report = progress or (lambda message: None)
     model.eval()
     model.set_vocabulary(list(vocabulary))
     device = next(model.parameters()).device
@@ -108,15 +111,21 @@ def benchmark_inference(
         if on_cuda:
             torch.cuda.synchronize(device)
 
-    for _ in range(warmup):
+    def timed() -> float:
+        start = time.perf_counter()
         run()
+        return time.perf_counter() - start
+
+    encoding = " (with the vocabulary's text encoding)"
+    for i in range(warmup):
+        seconds = timed()
+        report(f"warm-up {i + 1}/{warmup}: {seconds:.2f} s" + (encoding if i == 0 else ""))
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+    for i in range(runs):
+        times.append(timed())
+        report(f"run {i + 1}/{runs}: {times[-1]:.2f} s" + (encoding if i == warmup == 0 else ""))
     if on_cuda:
         peak, kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
     else:
