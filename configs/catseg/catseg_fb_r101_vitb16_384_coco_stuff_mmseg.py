@@ -8,6 +8,7 @@
 from detectron2.config import LazyCall as L
 from fvcore.common.param_scheduler import CompositeParamScheduler, CosineParamScheduler, LinearParamScheduler
 
+from ovseg_d2.data.mappers import MmsegResize
 from ovseg_d2.inference import InferencePolicy
 
 from .catseg_fb_r101_vitb16_384_coco_stuff import dataloader, model, optimizer, train
@@ -18,14 +19,14 @@ model.loss = "cross_entropy"  # softmax CE averaged over non-ignored pixels
 model.score_activation = "none"
 model.train_pooling_size = (6, 6)  # neck default, not overridden in the COCO config
 model.test_pooling_size = (1, 1)  # the port's zero-shot test configs
-model.inference = L(InferencePolicy)(resize="keep_ratio", size=(2048, 512), window=384, stride=384, batch_size=1)
+model.inference = L(InferencePolicy)(window=384, stride=384, batch_size=1)  # one crop per forward
 model.aggregator.port_guidance_tiling = True
 model.aggregator.port_class_mlp_identity = True
 model.aggregator.decoder_dropout = 0.1
 
 dataloader.train.total_batch_size = 8  # 4 GPUs x 2 images
-# The model resizes (keep-ratio to 2048x512) from the original image: no resize in the test mapper.
-dataloader.test.mapper.augmentations.min_size = None
+# mmseg's test Resize(2048, 512) keep-ratio: OpenCV bilinear on the uint8 image, as its pipeline does
+dataloader.test.mapper.augmentations = [L(MmsegResize)(scale=(2048, 512))]
 dataloader.evaluator = dict(metric_convention="mmseg")  # mmseg's IoUMetric reporting rule
 optimizer.lr_multipliers = {"clip_image": 0.01, "feature_backbone": 0.01}
 optimizer.clip_grad_norm = None  # the port does not clip gradients

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from detectron2.config import instantiate
+from PIL import Image
 
 from ovseg_d2.engine import load_config
 from ovseg_d2.inference import InferencePolicy
@@ -72,7 +75,7 @@ def test_paper_configs(name, clip_model, resolution, backbone_type, appearance, 
     assert "clip_image.visual.positional_embedding" in trainable_clip
 
 
-def test_pipelines_official_and_mmseg():
+def test_pipelines_official_and_mmseg(tmp_path: Path):
     official = load_config(str(CONFIGS / "catseg_fb_r101_vitb16_384_coco_stuff.py"), [])
     mmseg = load_config(str(CONFIGS / "catseg_fb_r101_vitb16_384_coco_stuff_mmseg.py"), [])
     for cfg in (official, mmseg):
@@ -81,11 +84,16 @@ def test_pipelines_official_and_mmseg():
         a, b = instantiate(official.model), instantiate(mmseg.model)
     assert a.inference == InferencePolicy(resize="squash", size=(640, 640), window=384, stride=256, global_view=True)
     assert a.score_activation == "sigmoid" and not a.aggregator.port_guidance_tiling
-    assert b.inference == InferencePolicy(resize="keep_ratio", size=(2048, 512), window=384, stride=384, batch_size=1)
+    assert b.inference == InferencePolicy(window=384, stride=384, batch_size=1)
     assert b.score_activation == "none" and b.aggregator.port_guidance_tiling
     assert b.aggregator.layers[0].classes.port_class_mlp_identity
     assert official.dataloader.test.mapper.augmentations.min_size == 640  # short side 640, then squash
-    assert mmseg.dataloader.test.mapper.augmentations.min_size is None  # mmseg resizes the original image
+    # mmseg's test resize happens in the mapper, with OpenCV on the uint8 image: 480x640 -> 512x683
+    mapper = instantiate(mmseg.dataloader.test.mapper)
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    resized = torch.from_numpy(cv2.resize(image, (683, 512), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
+    Image.fromarray(image).save(tmp_path / "image.png")
+    assert torch.equal(mapper({"file_name": str(tmp_path / "image.png")})["image"], resized)
     assert mmseg.dataloader.evaluator.metric_convention == "mmseg"
     assert isinstance(b.aggregator.decoder.dropout, torch.nn.Dropout2d)
 

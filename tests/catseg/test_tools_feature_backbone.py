@@ -26,7 +26,7 @@ TINY = [
 OFFICIAL = str(REPO / "configs/catseg/catseg_fb_r101_vitb16_384_coco_stuff.py")
 MMSEG = str(REPO / "configs/catseg/catseg_fb_r101_vitb16_384_coco_stuff_mmseg.py")
 OFFICIAL_384 = TINY + ["model.sliding_resize=[384,384]"]
-MMSEG_384 = TINY + ["model.inference.size=[384,384]"]
+MMSEG_384 = TINY + ["dataloader.test.mapper.augmentations.0.scale=[384,384]"]
 
 
 def _tool(name: str):
