@@ -12,6 +12,7 @@ from detectron2.config import LazyCall as L
 
 from ovseg_d2.clip import IMAGENET_MEAN, IMAGENET_STD
 from ovseg_d2.data.image_text import EntityQuestionMapper, ImageTextMapper, build_image_text_train_loader
+from ovseg_d2.data.mappers import MmsegResize
 from ovseg_d2.data.metadata import prompt_classes
 from ovseg_d2.inference import InferencePolicy
 from ovseg_d2.projects.ovsegmentor import OVSegmentor, ZeroShotClassificationHook
@@ -44,7 +45,7 @@ model = L(OVSegmentor)(
     pixel_mean=IMAGENET_MEAN,
     pixel_std=IMAGENET_STD,
     inference=L(InferencePolicy)(
-        resize="keep_ratio", size=(2048, 448), window=448, stride=224,
+        window=448, stride=224,
         background_threshold={"ovseg_voc21_val": 0.95, "ovseg_pc60_val": 0.35, "ovseg_coco_object_val": 0.90},
     ),
     # the official prompt names (segmentation/datasets/pascal_{voc,context}.py CLASSES)
@@ -69,7 +70,8 @@ dataloader.train = L(build_image_text_train_loader)(
     shuffle_buffer=10000,
     num_workers=8,
 )
-dataloader.test.mapper.augmentations.min_size = None  # the model resizes (keep ratio, short side 448)
+# mmseg's test Resize(2048, 448) keep-ratio (short side 448): OpenCV bilinear on the uint8 image
+dataloader.test.mapper.augmentations = [L(MmsegResize)(scale=(2048, 448))]
 dataloader.test_datasets = ["ovseg_voc21_val", "ovseg_pc60_val", "ovseg_coco_object_val", "ovseg_ade150_val"]
 dataloader.evaluator = dict(metric_convention="mmseg")
 

@@ -19,12 +19,11 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from ovseg_d2.data.mappers.transforms import mmseg_rescale_size
 
 from .sliding_window import resize_to_original, sliding_window_inference
 
 Size = tuple[int, int]
-RESIZE_POLICIES = ("none", "squash", "keep_ratio")
+RESIZE_POLICIES = ("none", "squash")
 
 
 def _pair_or_none(value: Any, name: str) -> int | Size | None:
@@ -40,10 +39,10 @@ def _pair_or_none(value: Any, name: str) -> int | Size | None:
 class InferencePolicy:
     """How an image becomes per-class scores at test time.
 
-    resize: "none" (the mapper already sized the image), "squash" (to `size` = (H, W), aspect ratio
-        not kept) or "keep_ratio" (mmseg's rule with `size` = its `scale`, e.g. (2048, 512): the
-        largest factor with long side <= max(scale) and short side <= min(scale), sizes rounded as
-        `int(x * factor + 0.5)`). The resize is bilinear on the float image inside the model.
+    resize: "none" (the mapper already sized the image, e.g. mmseg's keep-ratio `Resize` as
+        `ovseg_d2.data.mappers.MmsegResize`, OpenCV on the uint8 image as the official pipelines) or
+        "squash" (to `size` = (H, W), aspect ratio not kept, bilinear on the float image inside the
+        model: CAT-Seg's sliding window).
     window, stride: sliding windows (int or (h, w)) over the resized image; None = one whole-image view.
     global_view / global_weight: add the un-resized image resized to the window as one more view,
         blended as `(1 - global_weight) * windows + global_weight * global` (CAT-Seg: 0.5).
@@ -98,8 +97,6 @@ class InferencePolicy:
         """The size the model resizes an (height, width) image to, or None."""
         if self.resize == "squash":
             return self.size
-        if self.resize == "keep_ratio":
-            return mmseg_rescale_size(height, width, self.size)
         return None
 
     def threshold_for(self, dataset_name: str | None) -> float | None:

@@ -96,7 +96,8 @@ class OVSegmentor(OpenVocabSegmentor):
         super().__init__(
             pixel_mean=pixel_mean, pixel_std=pixel_std, train_class_names=train_class_names,
             test_class_names=test_class_names, vocabulary_overrides=vocabulary_overrides,
-            inference=inference or InferencePolicy(resize="keep_ratio", size=(2048, 448), window=448, stride=224),
+            # the test mapper sizes the image (mmseg's Resize(2048, 448) keep-ratio: MmsegResize)
+            inference=inference or InferencePolicy(window=448, stride=224),
         )
         self.image_encoder = GroupViTEncoder(**dict(image_encoder or {}))
         if image_weights:

@@ -55,10 +55,7 @@ def test_low_resolution_whole_image_scores_are_resized_once():
     "policy, image_hw, view_hw",
     [
         (InferencePolicy(resize="squash", size=(16, 24)), (30, 50), (16, 24)),
-        # mmseg keep-ratio, scale (200, 45): factor min(200/40, 45/30) = 1.5 -> 45 x 60
-        (InferencePolicy(resize="keep_ratio", size=(200, 45)), (30, 40), (45, 60)),
-        # factor min(100/40, 10/21) = 10/21: 21 -> 10, 40 -> int(19.05 + 0.5) = 19
-        (InferencePolicy(resize="keep_ratio", size=(100, 10)), (21, 40), (10, 19)),
+        (InferencePolicy(resize="none"), (30, 50), (30, 50)),
     ],
 )
 def test_resize_policies(policy, image_hw, view_hw):

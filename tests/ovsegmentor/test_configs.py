@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from detectron2.config import instantiate
+from PIL import Image
 
 from ovseg_d2.engine import load_config
 from ovseg_d2.projects.ovsegmentor import OVSegmentor
@@ -63,3 +66,18 @@ def test_stage2_starts_from_a_stage1_checkpoint(tmp_path: Path) -> None:
     stage2.before_step()
     for key, value in stage1.image_encoder.state_dict().items():
         assert torch.equal(stage2.momentum_encoder.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("name", ["ovsegmentor_vitb16_bert_stage1.py", "ovsegmentor_vitb16_bert_stage2.py"])
+def test_test_pipeline_is_mmseg_resize_then_slide(name: str, tmp_path: Path) -> None:
+    """Spec: mmseg's test Resize(2048, 448) keep-ratio (OpenCV bilinear on the uint8 image) in the test
+    mapper, then slide 448 / 224 on the resized image (no second resize in the model)."""
+    cfg = load_config(str(CONFIGS / name), [])
+    policy = instantiate(cfg.model.inference)
+    assert (policy.resize, policy.window, policy.stride, policy.global_view) == ("none", 448, 224, False)
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "image.png")
+    mapped = instantiate(cfg.dataloader.test.mapper)({"file_name": str(tmp_path / "image.png")})["image"]
+    # factor min(2048 / 640, 448 / 480): 480 x 640 -> 448 x int(597.33 + 0.5)
+    expected = cv2.resize(image, (597, 448), interpolation=cv2.INTER_LINEAR)
+    assert torch.equal(mapped, torch.from_numpy(expected).permute(2, 0, 1))
