@@ -5,9 +5,10 @@ policy, output_size)`; a method only supplies `predict` (views -> scores). The s
 methods' official procedures:
 
 - CAT-Seg: `InferencePolicy(resize="squash", size=(640, 640), window=384, stride=256, global_view=True)`.
-- Cascade-CLIP / TCL / OVSegmentor (mmseg `slide`): the mapper applies mmseg's keep-ratio `Resize`
+- Cascade-CLIP / TCL / OVSegmentor / the CAT-Seg mmseg port (mmseg `slide`): the mapper applies mmseg's keep-ratio `Resize`
   (`ovseg_d2.data.mappers.MmsegResize`), then `InferencePolicy(window=512, stride=426)` (Cascade-CLIP)
-  or `window=448, stride=224` (TCL, OVSegmentor) with `background_threshold` for TCL/OVSegmentor.
+  or `window=448, stride=224` (TCL, OVSegmentor) with `background_threshold` for TCL/OVSegmentor, or
+  `window=384, stride=384, batch_size=1` (the CAT-Seg port).
 - SAZS: `InferencePolicy(resize="squash", size=(512, 512))`, whole image.
 """
 

@@ -105,8 +105,8 @@ class CATSeg(OpenVocabSegmentor):
             `InferencePolicy` squash to ``sliding_resize`` -> ``window`` crops with ``stride`` + one global
             view (``global_view``), one batched forward; False = the plain path (the whole image, padded
             to ``size_divisibility`` and squashed to the CLIP resolution, as one view).
-        inference: an explicit test procedure (e.g. the mmseg port's keep-ratio resize + slide 384/384),
-            replacing the one the sliding-window switches describe.
+        inference: an explicit test procedure (e.g. the mmseg port's slide 384/384 on the image its test
+            mapper resized), replacing the one the sliding-window switches describe.
         aggregator: keyword arguments of :class:`CATSegAggregator` other than the CLIP-derived widths
             (pre-CVPR: ``pad_len=0``; the mmseg port's bug switches, see :mod:`.aggregator`).
     """
