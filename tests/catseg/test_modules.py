@@ -48,6 +48,22 @@ def tiny_model(names=("cat", "dog", "grass, lawn"), **kw) -> CATSeg:
     return model
 
 
+def tiny_aggregator(**overrides) -> CATSegAggregator:
+    args = dict(
+        text_dim=8,
+        appearance_dim=8,
+        hidden_dim=16,
+        text_proj_dim=8,
+        appearance_proj_dim=8,
+        decoder_dims=(16, 16),
+        decoder_guidance_dims=(4, 4),
+        decoder_guidance_proj_dims=(4, 4),
+        num_heads=2,
+        window_size=6,
+    )
+    return CATSegAggregator(**{**args, **overrides})
+
+
 # ------------------------------------------------------------------------------- reference code
 
 
@@ -145,20 +161,7 @@ def test_shift_mask_equals_official_buffer():
 
 def test_top_k_selection_is_per_image_and_fills():
     torch.manual_seed(0)
-    agg = CATSegAggregator(
-        text_dim=8,
-        appearance_dim=8,
-        hidden_dim=16,
-        text_proj_dim=8,
-        appearance_proj_dim=8,
-        decoder_dims=(16, 16),
-        decoder_guidance_dims=(4, 4),
-        decoder_guidance_proj_dims=(4, 4),
-        num_heads=2,
-        window_size=6,
-        pooling_size=(1, 1),
-        pad_len=4,
-    ).eval()
+    agg = tiny_aggregator(pooling_size=(1, 1), pad_len=4).eval()
     img = torch.randn(2, 8, 6, 6)
     text = torch.randn(10, 1, 8)
     guid = [torch.randn(2, 4, 12, 12), torch.randn(2, 4, 24, 24)]
@@ -203,19 +206,8 @@ def test_chunked_inference_equals_one_batch(options, pixel_chunks):
     pixels (aggregator docstring): the logits are those of one batch, uneven last chunks included, and
     with autograd on (training) the batch is never split."""
     torch.manual_seed(0)
-    agg = CATSegAggregator(
-        text_dim=16,
-        appearance_dim=12,
-        prompt_channels=3,
-        hidden_dim=16,
-        text_proj_dim=8,
-        appearance_proj_dim=8,
-        decoder_dims=(16, 16),
-        decoder_guidance_dims=(6, 4),
-        decoder_guidance_proj_dims=(4, 4),
-        num_heads=2,
-        window_size=4,
-        **options,
+    agg = tiny_aggregator(
+        text_dim=16, appearance_dim=12, prompt_channels=3, decoder_guidance_dims=(6, 4), window_size=4, **options
     ).eval()
     with torch.no_grad():  # zero-initialised padding parameters would hide a padding mistake
         for p in agg.parameters():
