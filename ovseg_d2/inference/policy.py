@@ -5,10 +5,10 @@ policy, output_size)`; a method only supplies `predict` (views -> scores). The s
 methods' official procedures:
 
 - CAT-Seg: `InferencePolicy(resize="squash", size=(640, 640), window=384, stride=256, global_view=True)`.
-- Cascade-CLIP / TCL / OVSegmentor / the CAT-Seg mmseg port (mmseg `slide`): the mapper applies mmseg's keep-ratio `Resize`
-  (`ovseg_d2.data.mappers.MmsegResize`), then `InferencePolicy(window=512, stride=426)` (Cascade-CLIP)
-  or `window=448, stride=224` (TCL, OVSegmentor) with `background_threshold` for TCL/OVSegmentor, or
-  `window=384, stride=384, batch_size=1` (the CAT-Seg port).
+- Cascade-CLIP / TCL / OVSegmentor / the CAT-Seg mmseg port (mmseg `slide`): the mapper applies
+  mmseg's keep-ratio `Resize` (`ovseg_d2.data.mappers.MmsegResize`), then
+  `InferencePolicy(window=512, stride=426)` (Cascade-CLIP), `window=448, stride=224` (TCL, OVSegmentor,
+  with `background_threshold`) or `window=384, stride=384, batch_size=1` (the CAT-Seg port).
 - SAZS: `InferencePolicy(resize="squash", size=(512, 512))`, whole image.
 """
 
@@ -19,7 +19,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-
 
 from .sliding_window import resize_to_original, sliding_window_inference
 
@@ -94,12 +93,6 @@ class InferencePolicy:
     def sliding(self) -> bool:
         return self.window is not None
 
-    def resized_size(self, height: int, width: int) -> Size | None:
-        """The size the model resizes an (height, width) image to, or None."""
-        if self.resize == "squash":
-            return self.size
-        return None
-
     def threshold_for(self, dataset_name: str | None) -> float | None:
         """The background threshold of `dataset_name`; a per-dataset table must name it."""
         if not isinstance(self.background_threshold, Mapping):
@@ -124,7 +117,7 @@ def run_inference(
     be at the view resolution (they are merged pixel by pixel); a whole-image view may return any
     resolution, resized bilinearly (align_corners=False) straight to `output_size`.
     """
-    size = policy.resized_size(*image.shape[-2:])
+    size = policy.size  # set iff the policy squashes (checked at construction)
     if policy.refine is not None:
         predict = _refined(predict, policy.refine)
     if policy.sliding:
